@@ -1,0 +1,2 @@
+//! jetmart notification service: sends the order and survey emails.
+pub mod domain;

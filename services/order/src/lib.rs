@@ -1,0 +1,2 @@
+//! jetmart order service: takes orders, validates them and drives them to CONFIRMED or CANCELLED.
+pub mod domain;

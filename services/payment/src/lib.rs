@@ -1,0 +1,2 @@
+//! jetmart payment service: authorizes, captures and voids payments through a gateway.
+pub mod domain;

@@ -1,0 +1,3 @@
+//! End-to-end tests of jetmart against real servers, and the fixtures they share.
+
+pub mod fixtures;
