@@ -13,7 +13,7 @@ the same single source as the rendered permissions. For every service it checks 
     reads, pulls a message through it and acks it,
   * is denied a consumer named after another service, deleting a stream, and subscribing to
     stream subjects directly.
-Stdlib only; the server runs on 127.0.0.1 on a free port with a temporary store and is stopped
+Stdlib plus PyYAML; the server runs on 127.0.0.1 on a free port with a temporary store and is stopped
 at the end. Exit status 0 = all checks passed.
 """
 
