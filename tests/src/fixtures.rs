@@ -1,6 +1,5 @@
 //! Fixtures for the runtime's tests: an effect table, a handler that writes to it, stream reads.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,24 +13,13 @@ use jetmart_runtime::provision::{self, ConsumerSpec, StreamSettings};
 use jetmart_runtime::{IncomingEvent, OutgoingEvent, outbox};
 use sqlx::{PgConnection, PgPool};
 
-const POLL: Duration = Duration::from_millis(20);
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
+pub use jetmart_testkit::wait_until;
 
 /// Runtime tables plus the test's effect table, streams ORDER and DEADLETTER.
 pub async fn prepare(pool: &PgPool, js: &jetstream::Context) {
-    jetmart_runtime::migrate(pool, &sqlx::migrate::Migrator::DEFAULT).await.expect("migrations");
+    jetmart_runtime::migrate(pool, &sqlx::migrate::Migrator::DEFAULT)
+        .await
+        .expect("migrations");
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS effects (
             consumer TEXT NOT NULL, event_id UUID NOT NULL, aggregate_id TEXT NOT NULL,
@@ -40,15 +28,26 @@ pub async fn prepare(pool: &PgPool, js: &jetstream::Context) {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query("CREATE TABLE IF NOT EXISTS started (event_id UUID NOT NULL, instance TEXT NOT NULL)")
-        .execute(pool)
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS started (event_id UUID NOT NULL, instance TEXT NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    provision::ensure_streams(js, &[ORDER, DEADLETTER], &StreamSettings::default())
         .await
-        .unwrap();
-    provision::ensure_streams(js, &[ORDER, DEADLETTER], &StreamSettings::default()).await.expect("streams");
+        .expect("streams");
 }
 
 pub fn placed(order_id: &str) -> OutgoingEvent {
-    OutgoingEvent::new("test", order_id, &OrderPlaced { order_id: order_id.into(), ..Default::default() })
+    OutgoingEvent::new(
+        "test",
+        order_id,
+        &OrderPlaced {
+            order_id: order_id.into(),
+            ..Default::default()
+        },
+    )
 }
 
 /// Enqueues `events` in one transaction.
@@ -62,7 +61,9 @@ pub async fn enqueue(pool: &PgPool, events: &[OutgoingEvent]) {
 pub async fn publish(js: &jetstream::Context, e: &OutgoingEvent) {
     js.send_publish(
         e.subject.clone(),
-        jetstream::message::PublishMessage::build().headers(e.nats_headers()).payload(e.payload.clone()),
+        jetstream::message::PublishMessage::build()
+            .headers(e.nats_headers())
+            .payload(e.payload.clone()),
     )
     .await
     .unwrap()
@@ -85,8 +86,15 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<jetstream
     }
     let mut msgs = consumer.messages().await.unwrap();
     while out.len() < total {
-        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await.expect("stream read").unwrap().unwrap();
-        out.push(jetstream::Message { message: m.message, context: js.clone() });
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await
+            .expect("stream read")
+            .unwrap()
+            .unwrap();
+        out.push(jetstream::Message {
+            message: m.message,
+            context: js.clone(),
+        });
     }
     out
 }
@@ -118,7 +126,12 @@ pub struct EffectHandler {
 
 impl EffectHandler {
     pub fn new(instance: &str, pool: &PgPool) -> Self {
-        Self { instance: instance.into(), pool: pool.clone(), work: Duration::ZERO, handled: Arc::default() }
+        Self {
+            instance: instance.into(),
+            pool: pool.clone(),
+            work: Duration::ZERO,
+            handled: Arc::default(),
+        }
     }
 }
 
@@ -127,7 +140,11 @@ impl PgHandler for EffectHandler {
         event_type == "jetmart.order.v1.OrderPlaced"
     }
 
-    async fn handle(&self, tx: &mut PgConnection, event: &IncomingEvent) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &IncomingEvent,
+    ) -> Result<(), HandlerError> {
         let placed: OrderPlaced = event.decode()?;
         if placed.order_id.starts_with("perm-") {
             return Err(HandlerError::permanent("order id is on the refusal list"));
@@ -146,8 +163,15 @@ impl PgHandler for EffectHandler {
             .bind(&self.instance)
             .execute(&mut *tx)
             .await?;
-        let confirmed = OutgoingEvent::new("test", &placed.order_id, &OrderConfirmed { order_id: placed.order_id.clone(), ..Default::default() })
-            .caused_by(&event.meta);
+        let confirmed = OutgoingEvent::new(
+            "test",
+            &placed.order_id,
+            &OrderConfirmed {
+                order_id: placed.order_id.clone(),
+                ..Default::default()
+            },
+        )
+        .caused_by(&event.meta);
         outbox::enqueue(tx, &[confirmed]).await?;
         self.handled.fetch_add(1, Ordering::Relaxed);
         Ok(())

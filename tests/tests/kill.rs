@@ -3,8 +3,6 @@
 //! re-executed in a child role, so the kill is a real process death. Runs without libtest
 //! (harness = false) so a child can take a role.
 
-
-
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
@@ -24,16 +22,33 @@ fn main() {
         rt.block_on(run_role(&role));
         panic!("role {role}: the failpoint did not kill the process");
     }
-    child::run_scenarios("crash", &[
-        ("relay killed after publishing, before marking; NATS down a while", || Box::pin(relay_killed_and_nats_outage())),
-        ("consumer killed after commit, before ack", || Box::pin(consumer_killed_after_commit())),
-        ("SIGTERM under load drains and exits 0 within the deadline", || Box::pin(sigterm_under_load())),
-    ]);
+    child::run_scenarios(
+        "crash",
+        &[
+            (
+                "relay killed after publishing, before marking; NATS down a while",
+                || Box::pin(relay_killed_and_nats_outage()),
+            ),
+            ("consumer killed after commit, before ack", || {
+                Box::pin(consumer_killed_after_commit())
+            }),
+            (
+                "SIGTERM under load drains and exits 0 within the deadline",
+                || Box::pin(sigterm_under_load()),
+            ),
+        ],
+    );
 }
 
 async fn connect() -> (sqlx::PgPool, async_nats::jetstream::Context) {
-    let pool = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap()).await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(std::env::var("NATS_URL").unwrap()).await.unwrap());
+    let pool = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(
+        async_nats::connect(std::env::var("NATS_URL").unwrap())
+            .await
+            .unwrap(),
+    );
     (pool, js)
 }
 
@@ -41,17 +56,27 @@ async fn run_role(role: &str) {
     let (pool, js) = connect().await;
     match role {
         "relay" => {
-            let config = RelayConfig { crash_after_publish: true, ..Default::default() };
-            let r = Relay::new(pool, js, config, RuntimeMetrics::unregistered()).round().await;
+            let config = RelayConfig {
+                crash_after_publish: true,
+                ..Default::default()
+            };
+            let r = Relay::new(pool, js, config, RuntimeMetrics::unregistered())
+                .round()
+                .await;
             panic!("relay round returned {r:?}");
         }
         "consumer" => {
             let mut config = RunnerConfig::new(consumer_spec("svc"));
             config.crash_after_effect = true;
             let handler = EffectHandler::new("victim", &pool);
-            let _ = ConsumerRunner::new(js, config, PgProcessor::new(pool, handler), RuntimeMetrics::unregistered())
-                .run(CancellationToken::new())
-                .await;
+            let _ = ConsumerRunner::new(
+                js,
+                config,
+                PgProcessor::new(pool, handler),
+                RuntimeMetrics::unregistered(),
+            )
+            .run(CancellationToken::new())
+            .await;
         }
         "service" => {
             // A service as the kit runs one: consumer and relay under one drain deadline.
@@ -62,7 +87,12 @@ async fn run_role(role: &str) {
             config.lanes = 8;
             let mut handler = EffectHandler::new("draining", &pool);
             handler.work = SIMULATED_WORK;
-            let runner = ConsumerRunner::new(js.clone(), config, PgProcessor::new(pool.clone(), handler), metrics.clone());
+            let runner = ConsumerRunner::new(
+                js.clone(),
+                config,
+                PgProcessor::new(pool.clone(), handler),
+                metrics.clone(),
+            );
             tasks.spawn("consumer", runner.run(shutdown.clone()));
             let relay = Relay::new(pool, js, RelayConfig::default(), metrics);
             let late = tasks.late_token();
@@ -87,7 +117,10 @@ const SIMULATED_WORK: Duration = Duration::from_millis(40);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 fn child_env(nats: &NatsServer, db: &pg::TestDatabase) -> [(&'static str, String); 2] {
-    [("DATABASE_URL", db.url().to_string()), ("NATS_URL", nats.url().to_string())]
+    [
+        ("DATABASE_URL", db.url().to_string()),
+        ("NATS_URL", nats.url().to_string()),
+    ]
 }
 
 async fn killed_child(role: &str, nats: &NatsServer, db: &pg::TestDatabase) {
@@ -96,11 +129,15 @@ async fn killed_child(role: &str, nats: &NatsServer, db: &pg::TestDatabase) {
         .wait()
         .await
         .unwrap();
-    assert_eq!(status.signal(), Some(9), "the {role} child must die by SIGKILL, got {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the {role} child must die by SIGKILL, got {status:?}"
+    );
 }
 
 async fn relay_killed_and_nats_outage() {
-    let mut nats = NatsServer::start().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
     let db = pg::fresh_database().await.unwrap();
     let pool = db.pool().await.unwrap();
     let js = async_nats::jetstream::new(nats.client().await.unwrap());
@@ -126,9 +163,25 @@ async fn relay_killed_and_nats_outage() {
 
     // The child publishes one round (one event per aggregate) and dies before marking it.
     killed_child("relay", &nats, &db).await;
-    let stored = js.get_stream("ORDER").await.unwrap().info().await.unwrap().state.messages;
+    let stored = js
+        .get_stream("ORDER")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
     assert_eq!(stored, 3, "the killed relay did publish");
-    assert_eq!(count(&pool, "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL").await, 60, "nothing marked");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL"
+        )
+        .await,
+        60,
+        "nothing marked"
+    );
 
     // NATS goes away; more events commit meanwhile; a new relay cannot publish and keeps trying.
     nats.kill();
@@ -136,23 +189,39 @@ async fn relay_killed_and_nats_outage() {
         enqueue(&pool, &[e]).await;
     }
     let metrics = RuntimeMetrics::unregistered();
-    let config = RelayConfig { retry_max: Duration::from_millis(300), publish_timeout: Duration::from_secs(1), ..Default::default() };
+    let config = RelayConfig {
+        retry_max: Duration::from_millis(300),
+        publish_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
     let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(Relay::new(pool.clone(), js.clone(), config, metrics.clone()).run(shutdown.clone()));
-    wait_until("relay failing while NATS is down", Duration::from_secs(20), || async {
-        metrics.outbox_round_failures.get() >= 2
-    })
+    let relay = tokio::spawn(
+        Relay::new(pool.clone(), js.clone(), config, metrics.clone()).run(shutdown.clone()),
+    );
+    wait_until(
+        "relay failing while NATS is down",
+        Duration::from_secs(20),
+        || async { metrics.outbox_round_failures.get() >= 2 },
+    )
     .await;
     nats.restart().await.unwrap();
     wait_until("outbox empty", Duration::from_secs(30), || async {
-        count(&pool, "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL").await == 0
+        count(
+            &pool,
+            "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL",
+        )
+        .await
+            == 0
     })
     .await;
     shutdown.cancel();
     relay.await.unwrap();
 
     let messages = read_stream(&js, "ORDER").await;
-    let ids: Vec<String> = messages.iter().map(|m| header(m, header::ID).unwrap().to_owned()).collect();
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| header(m, header::ID).unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 75, "every event in the stream");
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 75, "exactly once");
     for a in aggregates {
@@ -163,7 +232,10 @@ async fn relay_killed_and_nats_outage() {
             .collect();
         assert_eq!(&seen, &expected[a], "aggregate {a} in order");
     }
-    assert!(metrics.outbox_deduplicated.get() >= 3, "the re-sent round was dropped by JetStream as duplicates");
+    assert!(
+        metrics.outbox_deduplicated.get() >= 3,
+        "the re-sent round was dropped by JetStream as duplicates"
+    );
 }
 
 async fn consumer_killed_after_commit() {
@@ -176,7 +248,11 @@ async fn consumer_killed_after_commit() {
     publish(&js, &first).await;
 
     killed_child("consumer", &nats, &db).await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM effects").await, 1, "the effect committed before the kill");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM effects").await,
+        1,
+        "the effect committed before the kill"
+    );
 
     // A new replica: the unacked message comes back after ack_wait and is recognised.
     let second = placed("o-2");
@@ -191,18 +267,40 @@ async fn consumer_killed_after_commit() {
     );
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let outcome = |o: Outcome| {
-        metrics.handled.get_or_create(&HandledLabels { consumer: "svc".into(), event_type: first.event_type().into(), outcome: o }).get()
+        metrics
+            .handled
+            .get_or_create(&HandledLabels {
+                consumer: "svc".into(),
+                event_type: first.event_type().into(),
+                outcome: o,
+            })
+            .get()
     };
-    wait_until("redelivery seen as duplicate", Duration::from_secs(20), || async {
-        outcome(Outcome::Duplicate) == 1 && outcome(Outcome::Applied) == 1
-    })
+    wait_until(
+        "redelivery seen as duplicate",
+        Duration::from_secs(20),
+        || async { outcome(Outcome::Duplicate) == 1 && outcome(Outcome::Applied) == 1 },
+    )
     .await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM effects").await, 2, "one effect per event");
-    let victim: i64 = count(&pool, "SELECT count(*) FROM effects WHERE instance = 'victim'").await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM effects").await,
+        2,
+        "one effect per event"
+    );
+    let victim: i64 = count(
+        &pool,
+        "SELECT count(*) FROM effects WHERE instance = 'victim'",
+    )
+    .await;
     assert_eq!(victim, 1);
     wait_until("consumer drained", Duration::from_secs(10), || async {
-        let mut c: async_nats::jetstream::consumer::PullConsumer =
-            js.get_stream("ORDER").await.unwrap().get_consumer("svc").await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_stream("ORDER")
+            .await
+            .unwrap()
+            .get_consumer("svc")
+            .await
+            .unwrap();
         let info = c.info().await.unwrap();
         info.num_pending == 0 && info.num_ack_pending == 0
     })
@@ -222,26 +320,55 @@ async fn sigterm_under_load() {
         publish(&js, &placed(&format!("o-{i}"))).await;
     }
     let mut service = child::spawn("service", &child_env(&nats, &db)).unwrap();
-    wait_until("service under way", Duration::from_secs(30), || async { count(&pool, "SELECT count(*) FROM effects").await >= 40 }).await;
+    wait_until("service under way", Duration::from_secs(30), || async {
+        count(&pool, "SELECT count(*) FROM effects").await >= 40
+    })
+    .await;
 
     let pid = service.id().unwrap().to_string();
     let asked = std::time::Instant::now();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(DRAIN_DEADLINE * 2, service.wait()).await.expect("service exited").unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(DRAIN_DEADLINE * 2, service.wait())
+        .await
+        .expect("service exited")
+        .unwrap();
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0), "graceful exit, got {status:?}");
-    assert!(took <= DRAIN_DEADLINE, "exited within the drain deadline ({took:?})");
+    assert!(
+        took <= DRAIN_DEADLINE,
+        "exited within the drain deadline ({took:?})"
+    );
 
-    let done_by_child = count(&pool, "SELECT count(*) FROM effects WHERE instance = 'draining'").await;
-    assert!(done_by_child < n, "the signal came under load ({done_by_child} of {n} done)");
+    let done_by_child = count(
+        &pool,
+        "SELECT count(*) FROM effects WHERE instance = 'draining'",
+    )
+    .await;
+    assert!(
+        done_by_child < n,
+        "the signal came under load ({done_by_child} of {n} done)"
+    );
     let abandoned = count(
         &pool,
         "SELECT count(*) FROM started s WHERE NOT EXISTS (SELECT 1 FROM effects e WHERE e.event_id = s.event_id)",
     )
     .await;
-    assert_eq!(abandoned, 0, "every event the service had started was finished");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL").await,
+        abandoned, 0,
+        "every event the service had started was finished"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL"
+        )
+        .await,
         0,
         "the outbox was flushed before exit"
     );
@@ -256,16 +383,26 @@ async fn sigterm_under_load() {
         metrics.clone(),
     );
     let consumer = tokio::spawn(runner.run(shutdown.clone()));
-    let relay = tokio::spawn(Relay::new(pool.clone(), js.clone(), RelayConfig::default(), metrics).run(shutdown.clone()));
+    let relay = tokio::spawn(
+        Relay::new(pool.clone(), js.clone(), RelayConfig::default(), metrics).run(shutdown.clone()),
+    );
     wait_until("every event handled", Duration::from_secs(60), || async {
         count(&pool, "SELECT count(*) FROM effects").await == n
-            && count(&pool, "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL").await == 0
+            && count(
+                &pool,
+                "SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
     })
     .await;
     shutdown.cancel();
     consumer.await.unwrap().unwrap();
     relay.await.unwrap();
-    assert_eq!(count(&pool, "SELECT count(DISTINCT event_id) FROM effects").await, n);
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT event_id) FROM effects").await,
+        n
+    );
     let confirmed: Vec<_> = read_stream(&js, "ORDER")
         .await
         .into_iter()

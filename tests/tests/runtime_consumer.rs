@@ -1,8 +1,6 @@
 //! Consumer runner against real NATS and Postgres: replicas share one durable consumer, poison
 //! goes to the dead-letter stream, unknown types are acknowledged.
 
-
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -23,25 +21,46 @@ async fn two_replicas_share_one_durable_consumer_and_handle_each_event_once() {
     prepare(&pool, &js).await;
 
     let shutdown = CancellationToken::new();
-    let handlers = [EffectHandler::new("a", &pool), EffectHandler::new("b", &pool)];
+    let handlers = [
+        EffectHandler::new("a", &pool),
+        EffectHandler::new("b", &pool),
+    ];
     for h in &handlers {
         let mut config = RunnerConfig::new(consumer_spec("svc"));
         config.lanes = 4;
-        let runner = ConsumerRunner::new(js.clone(), config, PgProcessor::new(pool.clone(), h.clone()), RuntimeMetrics::unregistered());
+        let runner = ConsumerRunner::new(
+            js.clone(),
+            config,
+            PgProcessor::new(pool.clone(), h.clone()),
+            RuntimeMetrics::unregistered(),
+        );
         tokio::spawn(runner.run(shutdown.clone()));
     }
     let n = 300;
     for i in 0..n {
         publish(&js, &placed(&format!("o-{i}"))).await;
     }
-    wait_until("all effects", Duration::from_secs(30), || async { count(&pool, "SELECT count(*) FROM effects").await == n }).await;
+    wait_until("all effects", Duration::from_secs(30), || async {
+        count(&pool, "SELECT count(*) FROM effects").await == n
+    })
+    .await;
     shutdown.cancel();
 
-    assert_eq!(count(&pool, "SELECT count(DISTINCT event_id) FROM effects").await, n, "each event once");
-    let (a, b) = (handlers[0].handled.load(Ordering::Relaxed), handlers[1].handled.load(Ordering::Relaxed));
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT event_id) FROM effects").await,
+        n,
+        "each event once"
+    );
+    let (a, b) = (
+        handlers[0].handled.load(Ordering::Relaxed),
+        handlers[1].handled.load(Ordering::Relaxed),
+    );
     assert_eq!(a + b, n as usize);
     assert!(a > 0 && b > 0, "both replicas got work: a={a} b={b}");
-    assert_eq!(count(&pool, "SELECT count(*) FROM jetmart_processed").await, n);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jetmart_processed").await,
+        n
+    );
     // Their outgoing events are in the outbox, one per effect.
     assert_eq!(count(&pool, "SELECT count(*) FROM jetmart_outbox").await, n);
 }
@@ -64,7 +83,11 @@ async fn poison_goes_to_the_dead_letter_stream_and_later_messages_still_flow() {
     let task = tokio::spawn(runner.run(shutdown.clone()));
 
     // 1. No envelope at all.
-    js.publish("order.placed.garbage", "\u{1}not protobuf".into()).await.unwrap().await.unwrap();
+    js.publish("order.placed.garbage", "\u{1}not protobuf".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     // 2. A valid envelope around a payload that is not an OrderPlaced.
     let mut bad_payload = placed("bad-payload");
     bad_payload.payload = bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]);
@@ -74,29 +97,75 @@ async fn poison_goes_to_the_dead_letter_stream_and_later_messages_still_flow() {
     publish(&js, &refused).await;
     // 4. An event type nobody here knows (forward compatibility): acked, not dead-lettered.
     let mut unknown = placed("unknown-1");
-    unknown.headers.insert(header::TYPE.into(), "jetmart.order.v2.OrderPlacedWithGiftWrap".into());
+    unknown.headers.insert(
+        header::TYPE.into(),
+        "jetmart.order.v2.OrderPlacedWithGiftWrap".into(),
+    );
     publish(&js, &unknown).await;
     // 5. Good messages after the poison.
     for i in 0..10 {
         publish(&js, &placed(&format!("good-{i}"))).await;
     }
 
-    wait_until("good effects", Duration::from_secs(20), || async { count(&pool, "SELECT count(*) FROM effects").await == 10 }).await;
+    wait_until("good effects", Duration::from_secs(20), || async {
+        count(&pool, "SELECT count(*) FROM effects").await == 10
+    })
+    .await;
     wait_until("three dead letters", Duration::from_secs(20), || async {
-        js.get_stream("DEADLETTER").await.unwrap().info().await.unwrap().state.messages == 3
+        js.get_stream("DEADLETTER")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+            == 3
     })
     .await;
     let letters = read_stream(&js, "DEADLETTER").await;
-    let reasons: Vec<_> = letters.iter().map(|m| header(m, deadletter::header::REASON).unwrap().to_owned()).collect();
+    let reasons: Vec<_> = letters
+        .iter()
+        .map(|m| header(m, deadletter::header::REASON).unwrap().to_owned())
+        .collect();
     assert_eq!(reasons, ["undecodable", "permanent", "permanent"]);
-    assert_eq!(letters[0].subject.as_str(), "deadletter.svc.order.placed.garbage");
-    assert!(header(&letters[0], deadletter::header::ERROR).unwrap().contains("no headers"));
-    assert_eq!(letters[0].payload.as_ref(), b"\x01not protobuf", "payload kept as it was");
-    assert!(header(&letters[1], deadletter::header::ERROR).unwrap().contains("cannot decode"));
-    assert_eq!(header(&letters[2], header::ID), Some(refused.id.to_string().as_str()), "original headers kept");
-    assert!(header(&letters[2], deadletter::header::ERROR).unwrap().contains("refusal list"));
-    assert_eq!(header(&letters[2], deadletter::header::DELIVERED), Some("1"));
-    assert_eq!(header(&letters[2], deadletter::header::STREAM), Some("ORDER"));
+    assert_eq!(
+        letters[0].subject.as_str(),
+        "deadletter.svc.order.placed.garbage"
+    );
+    assert!(
+        header(&letters[0], deadletter::header::ERROR)
+            .unwrap()
+            .contains("no headers")
+    );
+    assert_eq!(
+        letters[0].payload.as_ref(),
+        b"\x01not protobuf",
+        "payload kept as it was"
+    );
+    assert!(
+        header(&letters[1], deadletter::header::ERROR)
+            .unwrap()
+            .contains("cannot decode")
+    );
+    assert_eq!(
+        header(&letters[2], header::ID),
+        Some(refused.id.to_string().as_str()),
+        "original headers kept"
+    );
+    assert!(
+        header(&letters[2], deadletter::header::ERROR)
+            .unwrap()
+            .contains("refusal list")
+    );
+    assert_eq!(
+        header(&letters[2], deadletter::header::DELIVERED),
+        Some("1")
+    );
+    assert_eq!(
+        header(&letters[2], deadletter::header::STREAM),
+        Some("ORDER")
+    );
 
     let ignored = metrics
         .handled
@@ -109,8 +178,13 @@ async fn poison_goes_to_the_dead_letter_stream_and_later_messages_still_flow() {
     assert_eq!(ignored, 1, "unknown type counted");
     // Nothing is left un-acked on the consumer.
     wait_until("consumer drained", Duration::from_secs(10), || async {
-        let mut c: async_nats::jetstream::consumer::PullConsumer =
-            js.get_stream("ORDER").await.unwrap().get_consumer("svc").await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_stream("ORDER")
+            .await
+            .unwrap()
+            .get_consumer("svc")
+            .await
+            .unwrap();
         let info = c.info().await.unwrap();
         info.num_pending == 0 && info.num_ack_pending == 0
     })
@@ -127,31 +201,64 @@ async fn transient_failures_retry_then_dead_letter_past_the_delivery_limit() {
     let js = async_nats::jetstream::new(nats.client().await.unwrap());
     prepare(&pool, &js).await;
     // The effect table disappears: every attempt fails transiently.
-    sqlx::query("ALTER TABLE effects RENAME TO effects_away").execute(&pool).await.unwrap();
+    sqlx::query("ALTER TABLE effects RENAME TO effects_away")
+        .execute(&pool)
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
     let mut config = RunnerConfig::new(consumer_spec("svc"));
     config.max_deliver = 3;
     config.retry_initial = Duration::from_millis(20);
     let metrics = RuntimeMetrics::unregistered();
-    let runner = ConsumerRunner::new(js.clone(), config, PgProcessor::new(pool.clone(), EffectHandler::new("a", &pool)), metrics.clone());
+    let runner = ConsumerRunner::new(
+        js.clone(),
+        config,
+        PgProcessor::new(pool.clone(), EffectHandler::new("a", &pool)),
+        metrics.clone(),
+    );
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let e = placed("o-1");
     publish(&js, &e).await;
     wait_until("dead letter", Duration::from_secs(20), || async {
-        js.get_stream("DEADLETTER").await.unwrap().info().await.unwrap().state.messages == 1
+        js.get_stream("DEADLETTER")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+            == 1
     })
     .await;
     let letters = read_stream(&js, "DEADLETTER").await;
-    assert_eq!(header(&letters[0], deadletter::header::REASON), Some("max_deliver"));
-    assert_eq!(header(&letters[0], deadletter::header::DELIVERED), Some("3"));
-    assert!(header(&letters[0], deadletter::header::ERROR).unwrap().contains("effects"));
+    assert_eq!(
+        header(&letters[0], deadletter::header::REASON),
+        Some("max_deliver")
+    );
+    assert_eq!(
+        header(&letters[0], deadletter::header::DELIVERED),
+        Some("3")
+    );
+    assert!(
+        header(&letters[0], deadletter::header::ERROR)
+            .unwrap()
+            .contains("effects")
+    );
     let retried = metrics
         .handled
-        .get_or_create(&HandledLabels { consumer: "svc".into(), event_type: e.event_type().into(), outcome: Outcome::Retried })
+        .get_or_create(&HandledLabels {
+            consumer: "svc".into(),
+            event_type: e.event_type().into(),
+            outcome: Outcome::Retried,
+        })
         .get();
     assert_eq!(retried, 2);
     // The failed attempts rolled back: nothing recorded as processed, nothing in the outbox.
-    assert_eq!(count(&pool, "SELECT count(*) FROM jetmart_processed").await, 0);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jetmart_processed").await,
+        0
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM jetmart_outbox").await, 0);
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -168,14 +275,33 @@ async fn a_duplicate_delivery_has_no_second_effect() {
     publish(&js, &e).await;
     // The same event again under another Nats-Msg-Id, as a second publisher would send it.
     let mut again = e.clone();
-    again.headers.insert(header::NATS_MSG_ID.into(), "other".into());
+    again
+        .headers
+        .insert(header::NATS_MSG_ID.into(), "other".into());
     publish(&js, &again).await;
     let metrics = RuntimeMetrics::unregistered();
     let shutdown = CancellationToken::new();
-    let runner = ConsumerRunner::new(js.clone(), RunnerConfig::new(consumer_spec("svc")), PgProcessor::new(pool.clone(), EffectHandler::new("a", &pool)), metrics.clone());
+    let runner = ConsumerRunner::new(
+        js.clone(),
+        RunnerConfig::new(consumer_spec("svc")),
+        PgProcessor::new(pool.clone(), EffectHandler::new("a", &pool)),
+        metrics.clone(),
+    );
     let task = tokio::spawn(runner.run(shutdown.clone()));
-    let dup = || metrics.handled.get_or_create(&HandledLabels { consumer: "svc".into(), event_type: e.event_type().into(), outcome: Outcome::Duplicate }).get();
-    wait_until("duplicate seen", Duration::from_secs(10), || async { dup() == 1 }).await;
+    let dup = || {
+        metrics
+            .handled
+            .get_or_create(&HandledLabels {
+                consumer: "svc".into(),
+                event_type: e.event_type().into(),
+                outcome: Outcome::Duplicate,
+            })
+            .get()
+    };
+    wait_until("duplicate seen", Duration::from_secs(10), || async {
+        dup() == 1
+    })
+    .await;
     assert_eq!(count(&pool, "SELECT count(*) FROM effects").await, 1);
     shutdown.cancel();
     task.await.unwrap().unwrap();

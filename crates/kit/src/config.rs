@@ -63,17 +63,28 @@ impl CommonArgs {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for url in self.nats_url.split(',') {
             let url = url.trim();
-            let ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|p| url.starts_with(p))
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| url.starts_with(p))
                 || (!url.is_empty() && !url.contains("://"));
             if !ok {
-                return Err(ConfigError::new("NATS_URL", format!("{url:?} is not a nats:// or tls:// URL")));
+                return Err(ConfigError::new(
+                    "NATS_URL",
+                    format!("{url:?} is not a nats:// or tls:// URL"),
+                ));
             }
         }
         if self.nats_user.is_some() != self.nats_password.is_some() {
-            return Err(ConfigError::new("NATS_USER", "NATS_USER and NATS_PASSWORD go together"));
+            return Err(ConfigError::new(
+                "NATS_USER",
+                "NATS_USER and NATS_PASSWORD go together",
+            ));
         }
         if self.nats_creds_file.is_some() && self.nats_user.is_some() {
-            return Err(ConfigError::new("NATS_CREDS_FILE", "use a creds file or user/password, not both"));
+            return Err(ConfigError::new(
+                "NATS_CREDS_FILE",
+                "use a creds file or user/password, not both",
+            ));
         }
         for (name, path) in [
             ("NATS_CREDS_FILE", &self.nats_creds_file),
@@ -84,7 +95,10 @@ impl CommonArgs {
             if let Some(p) = path
                 && !p.is_file()
             {
-                return Err(ConfigError::new(name, format!("{} is not a readable file", p.display())));
+                return Err(ConfigError::new(
+                    name,
+                    format!("{} is not a readable file", p.display()),
+                ));
             }
         }
         Ok(())
@@ -101,7 +115,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
-        Self { setting, problem: problem.into() }
+        Self {
+            setting,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -124,7 +141,10 @@ pub fn parse_or_exit<T: Parser>() -> T {
                 e.exit();
             }
             let rendered = e.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             eprintln!("{}: {}", binary_name(), line.trim_start_matches("error: "));
             std::process::exit(EXIT_USAGE);
         }
@@ -140,7 +160,11 @@ pub fn exit_invalid(e: &ConfigError) -> ! {
 fn binary_name() -> String {
     std::env::args()
         .next()
-        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "jetmart".into())
 }
 

@@ -11,7 +11,10 @@ use tonic_health::server::HealthReporter;
 /// marks services serving.
 pub fn base() -> (HealthReporter, Router) {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let sets = [jetmart_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
+    let sets = [
+        jetmart_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
     let mut v1 = tonic_reflection::server::Builder::configure();
     let mut v1alpha = tonic_reflection::server::Builder::configure();
     for set in sets {
@@ -19,14 +22,27 @@ pub fn base() -> (HealthReporter, Router) {
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
     }
     // The descriptor sets are generated at build time; failing here is a build defect.
-    let v1 = v1.build_v1().expect("reflection v1 from generated descriptors");
-    let v1alpha = v1alpha.build_v1alpha().expect("reflection v1alpha from generated descriptors");
-    let router = Server::builder().add_service(health).add_service(v1).add_service(v1alpha);
+    let v1 = v1
+        .build_v1()
+        .expect("reflection v1 from generated descriptors");
+    let v1alpha = v1alpha
+        .build_v1alpha()
+        .expect("reflection v1alpha from generated descriptors");
+    let router = Server::builder()
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
     (reporter, router)
 }
 
 /// Serves until `shutdown`, then lets in-flight calls finish.
-pub async fn serve(router: Router, listener: TcpListener, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
 }

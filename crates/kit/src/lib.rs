@@ -10,10 +10,12 @@ pub mod grpc;
 pub mod nats;
 pub mod ops;
 pub mod retry;
+pub mod service;
 pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 
 pub use config::{CommonArgs, ConfigError};
 
+pub use service::{Service, StartError};
 pub use tasks::{ServiceError, Tasks};

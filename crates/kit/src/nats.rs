@@ -14,9 +14,13 @@ pub enum NatsError {
 /// not-ready until NATS answers.
 pub async fn connect(service: &str, args: &CommonArgs) -> Result<async_nats::Client, NatsError> {
     let mut opts = match &args.nats_creds_file {
-        Some(path) => async_nats::ConnectOptions::with_credentials_file(path).await.map_err(NatsError::Creds)?,
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(NatsError::Creds)?,
         None => match (&args.nats_user, &args.nats_password) {
-            (Some(u), Some(p)) => async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone()),
+            (Some(u), Some(p)) => {
+                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
             _ => async_nats::ConnectOptions::new(),
         },
     };

@@ -32,7 +32,10 @@ struct Inner {
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readiness")
-            .field("provisioned", &self.inner.provisioned.load(Ordering::Relaxed))
+            .field(
+                "provisioned",
+                &self.inner.provisioned.load(Ordering::Relaxed),
+            )
             .field("draining", &self.inner.draining.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -44,7 +47,14 @@ impl Readiness {
         pool: Option<sqlx::PgPool>,
         redis: Option<redis::aio::ConnectionManager>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { nats, pool, redis, ..Default::default() }) }
+        Self {
+            inner: Arc::new(Inner {
+                nats,
+                pool,
+                redis,
+                ..Default::default()
+            }),
+        }
     }
     /// Streams and consumers exist.
     pub fn set_provisioned(&self) {
@@ -63,18 +73,26 @@ impl Readiness {
             ("not_draining", !i.draining.load(Ordering::Relaxed)),
         ];
         if let Some(nats) = &i.nats {
-            out.push(("nats", nats.connection_state() == async_nats::connection::State::Connected));
+            out.push((
+                "nats",
+                nats.connection_state() == async_nats::connection::State::Connected,
+            ));
         }
         if let Some(pool) = &i.pool {
-            let ok = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool))
-                .await
-                .is_ok_and(|r| r.is_ok());
+            let ok = tokio::time::timeout(
+                Duration::from_secs(2),
+                sqlx::query("SELECT 1").execute(pool),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
             out.push(("postgres", ok));
         }
         if let Some(redis) = &i.redis {
             let mut conn = redis.clone();
             let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
-            let ok = tokio::time::timeout(Duration::from_secs(2), ping).await.is_ok_and(|r| r.is_ok());
+            let ok = tokio::time::timeout(Duration::from_secs(2), ping)
+                .await
+                .is_ok_and(|r| r.is_ok());
             out.push(("redis", ok));
         }
         out
@@ -97,29 +115,55 @@ pub fn router(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState { registry, readiness })
+        .with_state(OpsState {
+            registry,
+            readiness,
+        })
 }
 
 async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
     let checks = s.readiness.check().await;
     let ready = checks.iter().all(|(_, ok)| *ok);
-    let body: String = checks.iter().map(|(name, ok)| format!("{name}: {}\n", if *ok { "ok" } else { "FAIL" })).collect();
-    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+    let body: String = checks
+        .iter()
+        .map(|(name, ok)| format!("{name}: {}\n", if *ok { "ok" } else { "FAIL" }))
+        .collect();
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
 }
 
 async fn metrics(State(s): State<OpsState>) -> impl IntoResponse {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e.to_string());
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        );
     }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
 }
 
 /// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

@@ -7,7 +7,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs `attempt` with exponential backoff (100 ms .. 5 s) until it succeeds. Returns `None`
 /// when `shutdown` fires first.
-pub async fn until_ok<T, E, F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
+pub async fn until_ok<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Option<T>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -17,7 +21,9 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Some(v),
-            Err(e) => tracing::warn!(step = what, error = %e, retry_in_ms = delay.as_millis() as u64, "start-up step failed"),
+            Err(e) => {
+                tracing::warn!(step = what, error = %e, retry_in_ms = delay.as_millis() as u64, "start-up step failed")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,

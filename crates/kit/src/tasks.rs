@@ -27,7 +27,9 @@ pub struct Tasks {
 
 impl std::fmt::Debug for Tasks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tasks").field("running", &self.running).finish()
+        f.debug_struct("Tasks")
+            .field("running", &self.running)
+            .finish()
     }
 }
 
@@ -43,7 +45,8 @@ impl Tasks {
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
         self.running.push(name);
-        self.set.spawn(async move { (name, task.await.map_err(|e| e.to_string())) });
+        self.set
+            .spawn(async move { (name, task.await.map_err(|e| e.to_string())) });
     }
 
     /// Adds a task that gets [`Tasks::late_token`] instead of the shutdown token.
@@ -53,7 +56,8 @@ impl Tasks {
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
         self.running.push(name);
-        self.late.spawn(async move { (name, task.await.map_err(|e| e.to_string())) });
+        self.late
+            .spawn(async move { (name, task.await.map_err(|e| e.to_string())) });
     }
 
     /// The token late tasks stop on.
@@ -63,7 +67,11 @@ impl Tasks {
 
     /// Waits for `shutdown` (or for a task to fail, which starts the shutdown), then gives every
     /// task `deadline` to finish.
-    pub async fn run(mut self, shutdown: CancellationToken, deadline: Duration) -> Result<(), ServiceError> {
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        deadline: Duration,
+    ) -> Result<(), ServiceError> {
         let mut first_error = None;
         loop {
             tokio::select! {
@@ -123,6 +131,9 @@ fn flatten(
 ) -> (&'static str, Result<(), String>) {
     match joined {
         Ok(v) => v,
-        Err(e) => ("unknown", Err(format!("task panicked or was cancelled: {e}"))),
+        Err(e) => (
+            "unknown",
+            Err(format!("task panicked or was cancelled: {e}")),
+        ),
     }
 }

@@ -19,7 +19,9 @@ pub struct Guard {
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard").field("otlp", &self.provider.is_some()).finish()
+        f.debug_struct("Guard")
+            .field("otlp", &self.provider.is_some())
+            .finish()
     }
 }
 
@@ -40,20 +42,33 @@ pub fn init(service: &'static str, format: LogFormat) -> Guard {
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let fmt = if json {
-        tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed()
     } else {
         tracing_subscriber::fmt::layer().compact().boxed()
     };
-    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
 
     let mut provider = None;
     let mut otel_error = None;
     let otel = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
             Ok(exporter) => {
                 let p = SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(service)
+                            .build(),
+                    )
                     .build();
                 let layer = tracing_opentelemetry::layer().with_tracer(p.tracer(service));
                 provider = Some(p);
@@ -67,7 +82,11 @@ pub fn init(service: &'static str, format: LogFormat) -> Guard {
     } else {
         None
     };
-    tracing_subscriber::registry().with(filter).with(fmt).with(otel).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
     if let Some(e) = otel_error {
         tracing::warn!(error = %e, "OTLP export disabled");
     }

@@ -8,14 +8,31 @@ pub struct StreamSpec {
     pub subjects: &'static [&'static str],
 }
 
-pub const ORDER: StreamSpec = StreamSpec { name: "ORDER", subjects: &["order.>"] };
-pub const INVENTORY: StreamSpec = StreamSpec { name: "INVENTORY", subjects: &["inventory.>"] };
-pub const PAYMENT: StreamSpec = StreamSpec { name: "PAYMENT", subjects: &["payment.>"] };
-pub const NOTIFICATION: StreamSpec =
-    StreamSpec { name: "NOTIFICATION", subjects: &["notification.>"] };
-pub const SURVEY: StreamSpec = StreamSpec { name: "SURVEY", subjects: &["survey.>"] };
+pub const ORDER: StreamSpec = StreamSpec {
+    name: "ORDER",
+    subjects: &["order.>"],
+};
+pub const INVENTORY: StreamSpec = StreamSpec {
+    name: "INVENTORY",
+    subjects: &["inventory.>"],
+};
+pub const PAYMENT: StreamSpec = StreamSpec {
+    name: "PAYMENT",
+    subjects: &["payment.>"],
+};
+pub const NOTIFICATION: StreamSpec = StreamSpec {
+    name: "NOTIFICATION",
+    subjects: &["notification.>"],
+};
+pub const SURVEY: StreamSpec = StreamSpec {
+    name: "SURVEY",
+    subjects: &["survey.>"],
+};
 /// Poison and exhausted messages, as `deadletter.<consumer>.<original subject>`.
-pub const DEADLETTER: StreamSpec = StreamSpec { name: "DEADLETTER", subjects: &["deadletter.>"] };
+pub const DEADLETTER: StreamSpec = StreamSpec {
+    name: "DEADLETTER",
+    subjects: &["deadletter.>"],
+};
 
 /// Every business stream (the dead-letter stream excluded).
 pub const BUSINESS_STREAMS: &[StreamSpec] = &[ORDER, INVENTORY, PAYMENT, NOTIFICATION, SURVEY];
@@ -41,14 +58,26 @@ mod tests {
 
     #[test]
     fn subjects_map_to_their_stream() {
-        assert_eq!(stream_for_subject("order.placed.01J").unwrap().name, "ORDER");
-        assert_eq!(stream_for_subject("inventory.low.SKU-1").unwrap().name, "INVENTORY");
-        assert_eq!(stream_for_subject("deadletter.payment.x").unwrap().name, "DEADLETTER");
+        assert_eq!(
+            stream_for_subject("order.placed.01J").unwrap().name,
+            "ORDER"
+        );
+        assert_eq!(
+            stream_for_subject("inventory.low.SKU-1").unwrap().name,
+            "INVENTORY"
+        );
+        assert_eq!(
+            stream_for_subject("deadletter.payment.x").unwrap().name,
+            "DEADLETTER"
+        );
         assert!(stream_for_subject("nope.x").is_none());
     }
 
     #[test]
     fn deadletter_subject_keeps_the_original() {
-        assert_eq!(deadletter_subject("payment", "inventory.reserved.1"), "deadletter.payment.inventory.reserved.1");
+        assert_eq!(
+            deadletter_subject("payment", "inventory.reserved.1"),
+            "deadletter.payment.inventory.reserved.1"
+        );
     }
 }

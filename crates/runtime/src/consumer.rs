@@ -117,7 +117,11 @@ impl<H: PgHandler> Processor for PgProcessor<H> {
         self.handler.handles(event_type)
     }
 
-    async fn process(&self, consumer: &str, event: &IncomingEvent) -> Result<Applied, HandlerError> {
+    async fn process(
+        &self,
+        consumer: &str,
+        event: &IncomingEvent,
+    ) -> Result<Applied, HandlerError> {
         let mut tx = self.pool.begin().await?;
         // A concurrent copy of this event blocks here until the first commits, then sees it.
         let fresh = sqlx::query(
@@ -172,7 +176,10 @@ impl RunnerConfig {
     /// Nak delay after the `delivered`-th failed attempt: exponential with full jitter.
     pub fn retry_delay(&self, delivered: i64) -> Duration {
         let exp = delivered.clamp(1, 20) as u32 - 1;
-        let cap = self.retry_initial.saturating_mul(1 << exp.min(16)).min(self.retry_max);
+        let cap = self
+            .retry_initial
+            .saturating_mul(1 << exp.min(16))
+            .min(self.retry_max);
         let jitter: f64 = rand::random::<f64>();
         cap.mul_f64(0.5 + jitter / 2.0)
     }
@@ -195,13 +202,25 @@ pub struct ConsumerRunner<P> {
 
 impl<P> std::fmt::Debug for ConsumerRunner<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerRunner").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("ConsumerRunner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl<P: Processor> ConsumerRunner<P> {
-    pub fn new(js: jetstream::Context, config: RunnerConfig, processor: P, metrics: Arc<RuntimeMetrics>) -> Self {
-        Self { js, config, processor: Arc::new(processor), metrics }
+    pub fn new(
+        js: jetstream::Context,
+        config: RunnerConfig,
+        processor: P,
+        metrics: Arc<RuntimeMetrics>,
+    ) -> Self {
+        Self {
+            js,
+            config,
+            processor: Arc::new(processor),
+            metrics,
+        }
     }
 
     /// Pulls and handles until `shutdown`; then stops pulling, finishes what it holds, and
@@ -209,7 +228,10 @@ impl<P: Processor> ConsumerRunner<P> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
         let consumer = provision::ensure_consumer(&self.js, &self.config.consumer).await?;
         let name = self.config.consumer.durable.clone();
-        let pull_err = |e: &dyn std::fmt::Display| RunnerError::Pull { consumer: name.clone(), message: e.to_string() };
+        let pull_err = |e: &dyn std::fmt::Display| RunnerError::Pull {
+            consumer: name.clone(),
+            message: e.to_string(),
+        };
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.lanes.max(1))
@@ -237,7 +259,12 @@ impl<P: Processor> ConsumerRunner<P> {
                 }
             });
         }
-        let pending_task = tokio::spawn(report_pending(consumer, self.config.clone(), self.metrics.clone(), shutdown.clone()));
+        let pending_task = tokio::spawn(report_pending(
+            consumer,
+            self.config.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
 
         let mut error_streak = 0u32;
         loop {
@@ -288,10 +315,16 @@ async fn report_pending(
     metrics: Arc<RuntimeMetrics>,
     shutdown: CancellationToken,
 ) {
-    let labels = PendingLabels { consumer: config.consumer.durable.clone(), stream: config.consumer.stream.clone() };
+    let labels = PendingLabels {
+        consumer: config.consumer.durable.clone(),
+        stream: config.consumer.stream.clone(),
+    };
     loop {
         if let Ok(info) = consumer.info().await {
-            metrics.consumer_pending.get_or_create(&labels).set(info.num_pending as i64);
+            metrics
+                .consumer_pending
+                .get_or_create(&labels)
+                .set(info.num_pending as i64);
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -326,13 +359,26 @@ impl<P: Processor> Worker<P> {
             Err(_) => (1, 0),
         };
         if delivered > 1 {
-            self.metrics.redelivered.get_or_create(&ConsumerLabels { consumer: consumer.into() }).inc();
+            self.metrics
+                .redelivered
+                .get_or_create(&ConsumerLabels {
+                    consumer: consumer.into(),
+                })
+                .inc();
         }
         let meta = match EventMeta::from_headers(msg.headers.as_ref()) {
             Ok(meta) => meta,
             Err(e) => {
                 tracing::error!(consumer, subject = %msg.subject, stream_sequence, error = %e, "undecodable envelope");
-                self.dead_letter(&msg, None, delivered, stream_sequence, Reason::Undecodable, &e.to_string()).await;
+                self.dead_letter(
+                    &msg,
+                    None,
+                    delivered,
+                    stream_sequence,
+                    Reason::Undecodable,
+                    &e.to_string(),
+                )
+                .await;
                 return;
             }
         };
@@ -360,10 +406,16 @@ impl<P: Processor> Worker<P> {
             stream_sequence,
         };
         let started = Instant::now();
-        let result = self.processor.process(consumer, &event).instrument(span.clone()).await;
+        let result = self
+            .processor
+            .process(consumer, &event)
+            .instrument(span.clone())
+            .await;
         self.metrics
             .handler_duration
-            .get_or_create(&ConsumerLabels { consumer: consumer.into() })
+            .get_or_create(&ConsumerLabels {
+                consumer: consumer.into(),
+            })
             .observe(started.elapsed().as_secs_f64());
         let _enter = span.enter();
         let event_type = event.meta.event_type.as_str();
@@ -374,16 +426,38 @@ impl<P: Processor> Worker<P> {
                     crate::failpoint::kill_self("consumer: committed, not acked");
                 }
                 ack(&msg, AckKind::Ack).await;
-                self.count(event_type, if applied == Applied::Applied { Outcome::Applied } else { Outcome::Duplicate });
+                self.count(
+                    event_type,
+                    if applied == Applied::Applied {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Duplicate
+                    },
+                );
             }
             Err(HandlerError::Permanent(reason)) => {
                 tracing::error!(event_id = %event.meta.id, error = %reason, "permanent handler failure");
-                self.dead_letter(&msg, Some(event_type), delivered, stream_sequence, Reason::Permanent, &reason).await;
+                self.dead_letter(
+                    &msg,
+                    Some(event_type),
+                    delivered,
+                    stream_sequence,
+                    Reason::Permanent,
+                    &reason,
+                )
+                .await;
             }
             Err(HandlerError::Transient(e)) if delivered >= self.config.max_deliver => {
                 tracing::error!(event_id = %event.meta.id, delivered, error = %e, "delivery limit reached");
-                self.dead_letter(&msg, Some(event_type), delivered, stream_sequence, Reason::MaxDeliver, &e.to_string())
-                    .await;
+                self.dead_letter(
+                    &msg,
+                    Some(event_type),
+                    delivered,
+                    stream_sequence,
+                    Reason::MaxDeliver,
+                    &e.to_string(),
+                )
+                .await;
             }
             Err(HandlerError::Transient(e)) => {
                 let delay = self.config.retry_delay(delivered);
@@ -410,9 +484,23 @@ impl<P: Processor> Worker<P> {
             subject: &msg.subject,
             delivered,
         };
-        match deadletter::publish(&self.js, &origin, msg.headers.as_ref(), msg.payload.clone(), reason, error).await {
+        match deadletter::publish(
+            &self.js,
+            &origin,
+            msg.headers.as_ref(),
+            msg.payload.clone(),
+            reason,
+            error,
+        )
+        .await
+        {
             Ok(()) => {
-                self.metrics.dead_lettered.get_or_create(&ConsumerLabels { consumer: origin.consumer.into() }).inc();
+                self.metrics
+                    .dead_lettered
+                    .get_or_create(&ConsumerLabels {
+                        consumer: origin.consumer.into(),
+                    })
+                    .inc();
                 self.count(event_type.unwrap_or("unknown"), Outcome::DeadLettered);
                 ack(msg, AckKind::Term).await;
             }

@@ -51,7 +51,10 @@ pub struct Origin<'a> {
 
 /// Header values cannot hold line breaks and should stay small.
 fn header_safe(text: &str) -> String {
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     flat.chars().take(1000).collect()
 }
 
@@ -81,9 +84,15 @@ pub async fn publish(
     headers.insert(header::CONSUMER, origin.consumer);
     headers.insert(header::DELIVERED, origin.delivered.to_string().as_str());
     headers.insert(header::STREAM, origin.stream);
-    headers.insert(header::STREAM_SEQ, origin.stream_sequence.to_string().as_str());
+    headers.insert(
+        header::STREAM_SEQ,
+        origin.stream_sequence.to_string().as_str(),
+    );
     headers.insert(header::SUBJECT, origin.subject);
-    let msg_id = format!("dlq:{}:{}:{}", origin.consumer, origin.stream, origin.stream_sequence);
+    let msg_id = format!(
+        "dlq:{}:{}:{}",
+        origin.consumer, origin.stream, origin.stream_sequence
+    );
     headers.insert(NATS_MSG_ID, msg_id.as_str());
     js.send_publish(
         deadletter_subject(origin.consumer, origin.subject),

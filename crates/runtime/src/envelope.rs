@@ -62,7 +62,10 @@ impl OutgoingEvent {
         headers.insert(header::TYPE.into(), E::full_name());
         headers.insert(header::SOURCE.into(), source.into());
         headers.insert(header::SUBJECT.into(), aggregate_id.into());
-        headers.insert(header::TIME.into(), time.to_rfc3339_opts(SecondsFormat::Micros, true));
+        headers.insert(
+            header::TIME.into(),
+            time.to_rfc3339_opts(SecondsFormat::Micros, true),
+        );
         headers.insert(header::CONTENT_TYPE.into(), CONTENT_TYPE_PROTOBUF.into());
         headers.insert(header::CORRELATION_ID.into(), id.to_string());
         headers.insert(header::NATS_MSG_ID.into(), id.to_string());
@@ -84,25 +87,35 @@ impl OutgoingEvent {
     /// Links this event to the one that caused it: same correlation id, causation = its id, and
     /// the trace continues from it when no span is active here.
     pub fn caused_by(mut self, cause: &EventMeta) -> Self {
-        let correlation = cause.correlation_id.clone().unwrap_or_else(|| cause.id.to_string());
-        self.headers.insert(header::CORRELATION_ID.into(), correlation);
-        self.headers.insert(header::CAUSATION_ID.into(), cause.id.to_string());
+        let correlation = cause
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| cause.id.to_string());
+        self.headers
+            .insert(header::CORRELATION_ID.into(), correlation);
+        self.headers
+            .insert(header::CAUSATION_ID.into(), cause.id.to_string());
         if !self.headers.contains_key(header::TRACEPARENT)
             && let Some(parent) = &cause.traceparent
         {
-            self.headers.insert(header::TRACEPARENT.into(), parent.clone());
+            self.headers
+                .insert(header::TRACEPARENT.into(), parent.clone());
         }
         self
     }
 
     /// Sets the correlation id (for example from a gRPC request's metadata).
     pub fn with_correlation_id(mut self, correlation_id: &str) -> Self {
-        self.headers.insert(header::CORRELATION_ID.into(), correlation_id.into());
+        self.headers
+            .insert(header::CORRELATION_ID.into(), correlation_id.into());
         self
     }
 
     pub fn event_type(&self) -> &str {
-        self.headers.get(header::TYPE).map(String::as_str).unwrap_or_default()
+        self.headers
+            .get(header::TYPE)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     pub fn nats_headers(&self) -> async_nats::HeaderMap {
@@ -149,11 +162,16 @@ impl EventMeta {
         let get = |name: &'static str| headers.get(name).map(|v| v.as_str().to_owned());
         let req = |name: &'static str| get(name).ok_or(EnvelopeError::Missing(name));
         let id_text = req(header::ID)?;
-        let id = Uuid::parse_str(&id_text)
-            .map_err(|_| EnvelopeError::Malformed { name: header::ID, value: id_text })?;
+        let id = Uuid::parse_str(&id_text).map_err(|_| EnvelopeError::Malformed {
+            name: header::ID,
+            value: id_text,
+        })?;
         let time_text = req(header::TIME)?;
         let time = DateTime::parse_from_rfc3339(&time_text)
-            .map_err(|_| EnvelopeError::Malformed { name: header::TIME, value: time_text })?
+            .map_err(|_| EnvelopeError::Malformed {
+                name: header::TIME,
+                value: time_text,
+            })?
             .with_timezone(&Utc);
         Ok(Self {
             id,
@@ -191,8 +209,10 @@ pub struct DecodeError {
 
 impl IncomingEvent {
     pub fn decode<E: prost::Message + Default>(&self) -> Result<E, DecodeError> {
-        E::decode(self.payload.clone())
-            .map_err(|source| DecodeError { event_type: self.meta.event_type.clone(), source })
+        E::decode(self.payload.clone()).map_err(|source| DecodeError {
+            event_type: self.meta.event_type.clone(),
+            source,
+        })
     }
 
     /// True when `ce-type` names `E`.
@@ -208,7 +228,10 @@ mod tests {
 
     #[test]
     fn outgoing_headers_round_trip_into_meta() {
-        let event = OrderCancelled { order_id: "o-1".into(), ..Default::default() };
+        let event = OrderCancelled {
+            order_id: "o-1".into(),
+            ..Default::default()
+        };
         let out = OutgoingEvent::new("order", "o-1", &event);
         assert_eq!(out.subject, "order.cancelled.o-1");
         assert_eq!(out.headers[header::NATS_MSG_ID], out.id.to_string());
@@ -217,14 +240,18 @@ mod tests {
         assert_eq!(meta.id, out.id);
         assert_eq!(meta.aggregate_id, "o-1");
         assert_eq!(meta.source, "order");
-        assert_eq!(meta.correlation_id.as_deref(), Some(out.id.to_string().as_str()));
+        assert_eq!(
+            meta.correlation_id.as_deref(),
+            Some(out.id.to_string().as_str())
+        );
     }
 
     #[test]
     fn caused_by_keeps_the_correlation_chain() {
         let first = OutgoingEvent::new("order", "o-1", &OrderCancelled::default());
         let first_meta = EventMeta::from_headers(Some(&first.nats_headers())).unwrap();
-        let second = OutgoingEvent::new("inventory", "o-1", &OrderCancelled::default()).caused_by(&first_meta);
+        let second = OutgoingEvent::new("inventory", "o-1", &OrderCancelled::default())
+            .caused_by(&first_meta);
         assert_eq!(second.headers[header::CORRELATION_ID], first.id.to_string());
         assert_eq!(second.headers[header::CAUSATION_ID], first.id.to_string());
     }
@@ -235,8 +262,17 @@ mod tests {
         let mut h = async_nats::HeaderMap::new();
         h.insert(header::ID, "not-a-uuid");
         h.insert(header::TIME, "2026-01-01T00:00:00Z");
-        assert!(matches!(EventMeta::from_headers(Some(&h)), Err(EnvelopeError::Malformed { name: header::ID, .. })));
+        assert!(matches!(
+            EventMeta::from_headers(Some(&h)),
+            Err(EnvelopeError::Malformed {
+                name: header::ID,
+                ..
+            })
+        ));
         let h = async_nats::HeaderMap::new();
-        assert_eq!(EventMeta::from_headers(Some(&h)), Err(EnvelopeError::Missing(header::ID)));
+        assert_eq!(
+            EventMeta::from_headers(Some(&h)),
+            Err(EnvelopeError::Missing(header::ID))
+        );
     }
 }

@@ -3,7 +3,9 @@
 
 pub(crate) fn kill_self(at: &str) -> ! {
     eprintln!("failpoint: SIGKILL at {at}");
-    let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &std::process::id().to_string()])
+        .status();
     // `kill` missing from PATH: still die without cleanup.
     std::process::abort()
 }

@@ -12,12 +12,12 @@ pub mod catalog;
 pub mod consumer;
 pub mod deadletter;
 pub mod envelope;
+#[cfg(feature = "failpoints")]
+mod failpoint;
 pub mod metrics;
 pub mod outbox;
 pub mod provision;
 pub mod redis_once;
-#[cfg(feature = "failpoints")]
-mod failpoint;
 mod trace;
 
 pub use envelope::{EventMeta, IncomingEvent, OutgoingEvent};

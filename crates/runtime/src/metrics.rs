@@ -81,19 +81,51 @@ impl RuntimeMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Self::unregistered();
         let r = registry.sub_registry_with_prefix("jetmart");
-        r.register("events_handled", "Events taken off a consumer, by outcome", m.handled.clone());
-        r.register("events_dead_lettered", "Events copied to the dead-letter stream", m.dead_lettered.clone());
-        r.register("events_redelivered", "Deliveries after the first", m.redelivered.clone());
-        r.register("handler_duration_seconds", "Handler time including its transaction", m.handler_duration.clone());
-        r.register("consumer_pending", "Messages not yet delivered to the durable consumer", m.consumer_pending.clone());
-        r.register("outbox_backlog", "Outbox rows not yet published", m.outbox_backlog.clone());
-        r.register("outbox_published", "Outbox rows published and acknowledged by JetStream", m.outbox_published.clone());
+        r.register(
+            "events_handled",
+            "Events taken off a consumer, by outcome",
+            m.handled.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Events copied to the dead-letter stream",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "events_redelivered",
+            "Deliveries after the first",
+            m.redelivered.clone(),
+        );
+        r.register(
+            "handler_duration_seconds",
+            "Handler time including its transaction",
+            m.handler_duration.clone(),
+        );
+        r.register(
+            "consumer_pending",
+            "Messages not yet delivered to the durable consumer",
+            m.consumer_pending.clone(),
+        );
+        r.register(
+            "outbox_backlog",
+            "Outbox rows not yet published",
+            m.outbox_backlog.clone(),
+        );
+        r.register(
+            "outbox_published",
+            "Outbox rows published and acknowledged by JetStream",
+            m.outbox_published.clone(),
+        );
         r.register(
             "outbox_deduplicated",
             "Publishes JetStream reported as duplicates (re-sent after a crash)",
             m.outbox_deduplicated.clone(),
         );
-        r.register("outbox_round_failures", "Relay rounds that failed (NATS or Postgres away)", m.outbox_round_failures.clone());
+        r.register(
+            "outbox_round_failures",
+            "Relay rounds that failed (NATS or Postgres away)",
+            m.outbox_round_failures.clone(),
+        );
         m
     }
 }

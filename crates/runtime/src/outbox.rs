@@ -69,7 +69,11 @@ pub enum RelayError {
     #[error("outbox database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{failed} of {attempted} publishes failed, last: {last}")]
-    Publish { failed: usize, attempted: usize, last: String },
+    Publish {
+        failed: usize,
+        attempted: usize,
+        last: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +129,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -137,8 +143,18 @@ struct Pending {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, js: jetstream::Context, config: RelayConfig, metrics: Arc<RuntimeMetrics>) -> Self {
-        Self { pool, js, config, metrics }
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        config: RelayConfig,
+        metrics: Arc<RuntimeMetrics>,
+    ) -> Self {
+        Self {
+            pool,
+            js,
+            config,
+            metrics,
+        }
     }
 
     /// Publishes until `shutdown`, woken by NOTIFY, retrying with backoff while NATS or
@@ -213,7 +229,10 @@ impl Relay {
                 Ok(Ok(Round::Published { more: false, .. })) => return 0,
                 Ok(Ok(Round::Published { more: true, .. })) => {}
                 Ok(Ok(Round::NotLeader)) | Ok(Err(_)) => {
-                    if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff)).await.is_err() {
+                    if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     backoff = (backoff * 2).min(self.config.retry_max);
@@ -222,7 +241,10 @@ impl Relay {
             }
         }
         let left = self.backlog().await.unwrap_or(-1);
-        tracing::warn!(left, "outbox flush deadline reached; the next relay publishes the rest");
+        tracing::warn!(
+            left,
+            "outbox flush deadline reached; the next relay publishes the rest"
+        );
         left.max(0) as usize
     }
 
@@ -273,7 +295,10 @@ impl Relay {
         let more = total as i64 == self.config.batch_size || batch.len() < total;
         if batch.is_empty() {
             self.metrics.outbox_backlog.set(0);
-            return Ok(Round::Published { count: 0, more: false });
+            return Ok(Round::Published {
+                count: 0,
+                more: false,
+            });
         }
 
         // Pipelined: send every publish, then await every ack.
@@ -281,7 +306,9 @@ impl Relay {
         let mut failed = 0;
         let mut last_error = String::new();
         for p in &batch {
-            let msg = PublishMessage::build().headers(p.headers.clone()).payload(p.payload.clone());
+            let msg = PublishMessage::build()
+                .headers(p.headers.clone())
+                .payload(p.payload.clone());
             match self.js.send_publish(p.subject.clone(), msg).await {
                 Ok(ack) => sent.push((p.seq, ack)),
                 Err(e) => {
@@ -291,9 +318,10 @@ impl Relay {
             }
         }
         let timeout = self.config.publish_timeout;
-        let acks = join_all(sent.into_iter().map(|(seq, ack)| async move {
-            (seq, tokio::time::timeout(timeout, ack).await)
-        }))
+        let acks = join_all(
+            sent.into_iter()
+                .map(|(seq, ack)| async move { (seq, tokio::time::timeout(timeout, ack).await) }),
+        )
         .await;
         let mut published = Vec::with_capacity(acks.len());
         for (seq, result) in acks {
@@ -329,14 +357,23 @@ impl Relay {
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(published.len() as u64);
         if !more {
-            self.metrics.outbox_backlog.set((total - published.len()) as i64);
+            self.metrics
+                .outbox_backlog
+                .set((total - published.len()) as i64);
         } else if let Ok(n) = self.backlog().await {
             self.metrics.outbox_backlog.set(n);
         }
         if failed > 0 {
-            return Err(RelayError::Publish { failed, attempted: batch.len(), last: last_error });
+            return Err(RelayError::Publish {
+                failed,
+                attempted: batch.len(),
+                last: last_error,
+            });
         }
-        Ok(Round::Published { count: published.len(), more })
+        Ok(Round::Published {
+            count: published.len(),
+            more,
+        })
     }
 
     async fn delete_old(&self) {

@@ -11,7 +11,11 @@ pub enum ProvisionError {
     #[error("stream {stream}: {message}")]
     Stream { stream: String, message: String },
     #[error("consumer {consumer} on {stream}: {message}")]
-    Consumer { stream: String, consumer: String, message: String },
+    Consumer {
+        stream: String,
+        consumer: String,
+        message: String,
+    },
 }
 
 /// How streams are stored. Replicas: 1 locally, 3 on Kubernetes.
@@ -64,7 +68,10 @@ pub async fn ensure_streams(
             }
         }
         if !last.is_empty() {
-            return Err(ProvisionError::Stream { stream: spec.name.into(), message: last });
+            return Err(ProvisionError::Stream {
+                stream: spec.name.into(),
+                message: last,
+            });
         }
     }
     Ok(())
@@ -106,7 +113,10 @@ pub async fn ensure_consumer(
         consumer: spec.durable.clone(),
         message,
     };
-    let stream = js.get_stream(&spec.stream).await.map_err(|e| err(e.to_string()))?;
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let (filter_subject, filter_subjects) = match spec.filter_subjects.as_slice() {
         [one] => (one.clone(), Vec::new()),
         many => (String::new(), many.to_vec()),

@@ -80,14 +80,20 @@ pub struct RedisOnce {
 
 impl std::fmt::Debug for RedisOnce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOnce").field("marker_ttl", &self.marker_ttl).finish_non_exhaustive()
+        f.debug_struct("RedisOnce")
+            .field("marker_ttl", &self.marker_ttl)
+            .finish_non_exhaustive()
     }
 }
 
 impl RedisOnce {
     /// `marker_ttl` must outlive any redelivery or replay of the same event (the streams' max age).
     pub fn new(conn: ConnectionManager, marker_ttl: Duration) -> Self {
-        Self { conn, script: redis::Script::new(SCRIPT), marker_ttl }
+        Self {
+            conn,
+            script: redis::Script::new(SCRIPT),
+            marker_ttl,
+        }
     }
 
     /// True when applied now, false when the marker existed (a duplicate).
@@ -129,9 +135,17 @@ impl<H: RedisHandler> Processor for RedisProcessor<H> {
         self.handler.handles(event_type)
     }
 
-    async fn process(&self, consumer: &str, event: &IncomingEvent) -> Result<Applied, HandlerError> {
+    async fn process(
+        &self,
+        consumer: &str,
+        event: &IncomingEvent,
+    ) -> Result<Applied, HandlerError> {
         let effects = self.handler.effects(event)?;
         let marker = self.handler.marker(consumer, event);
-        Ok(if self.once.apply(&marker, &effects).await? { Applied::Applied } else { Applied::Duplicate })
+        Ok(if self.once.apply(&marker, &effects).await? {
+            Applied::Applied
+        } else {
+            Applied::Duplicate
+        })
     }
 }

@@ -62,7 +62,9 @@ pub enum TestkitError {
         source: std::io::Error,
     },
 
-    #[error("running as root but there is no `postgres` user to run the server as; run scripts/bootstrap.sh")]
+    #[error(
+        "running as root but there is no `postgres` user to run the server as; run scripts/bootstrap.sh"
+    )]
     NoPostgresUser,
 
     #[error("nats on {url}: {detail}")]
@@ -99,9 +101,10 @@ impl TestkitError {
     /// caller may retry on another port.
     pub(crate) fn is_port_in_use(&self) -> bool {
         match self {
-            TestkitError::Exited { stderr_tail, .. } | TestkitError::NotReady { stderr_tail, .. } => {
-                stderr_tail.to_ascii_lowercase().contains("address already in use")
-            }
+            TestkitError::Exited { stderr_tail, .. }
+            | TestkitError::NotReady { stderr_tail, .. } => stderr_tail
+                .to_ascii_lowercase()
+                .contains("address already in use"),
             _ => false,
         }
     }

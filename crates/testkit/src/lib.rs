@@ -22,6 +22,7 @@
 //! `JETMART_PYTHON` override the binaries; `JETMART_TESTKIT_READY_SECS` the readiness timeouts;
 //! `JETMART_TESTKIT_KEEP=1` keeps dirs and databases for a post-mortem.
 
+pub mod child;
 pub mod error;
 pub mod mail;
 pub mod nats;
@@ -30,6 +31,7 @@ mod process;
 pub mod redis;
 pub mod smtp;
 pub mod tools;
+mod wait;
 
 pub use error::{Result, TestkitError};
 pub use mail::ReceivedMail;
@@ -37,3 +39,4 @@ pub use nats::{NatsCluster, NatsServer};
 pub use pg::{PgCluster, TestDatabase, fresh_database};
 pub use redis::RedisServer;
 pub use smtp::{SmtpMode, SmtpSink};
+pub use wait::wait_until;

@@ -122,7 +122,10 @@ impl ReceivedMail {
 }
 
 fn find_byte(data: &[u8], from: usize, byte: u8) -> Option<usize> {
-    data.get(from..)?.iter().position(|&b| b == byte).map(|i| from + i)
+    data.get(from..)?
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| from + i)
 }
 
 /// Headers (unfolded, not yet decoded) and the body of a message or MIME part.
@@ -190,7 +193,12 @@ impl Bodies {
             .header("Content-Type")
             .map(parse_content_type)
             .unwrap_or_else(|| ("text/plain".to_owned(), Vec::new()));
-        let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         if mime.starts_with("multipart/") {
             if let (Some(boundary), true) = (param("boundary"), depth < 16) {
                 for part in split_multipart(entity.body, boundary) {
@@ -199,9 +207,11 @@ impl Bodies {
             }
             return;
         }
-        let attachment = entity
-            .header("Content-Disposition")
-            .is_some_and(|d| d.trim_start().to_ascii_lowercase().starts_with("attachment"));
+        let attachment = entity.header("Content-Disposition").is_some_and(|d| {
+            d.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("attachment")
+        });
         if attachment {
             return;
         }
@@ -211,7 +221,10 @@ impl Bodies {
             _ => return,
         };
         if slot.is_none() {
-            let text = decode_charset(&entity.decoded_body(), param("charset").unwrap_or("us-ascii"));
+            let text = decode_charset(
+                &entity.decoded_body(),
+                param("charset").unwrap_or("us-ascii"),
+            );
             *slot = Some(text.replace("\r\n", "\n"));
         }
     }
@@ -220,7 +233,11 @@ impl Bodies {
 /// ("type/subtype" lowercased, [(param lowercased, value unquoted)]).
 fn parse_content_type(value: &str) -> (String, Vec<(String, String)>) {
     let mut pieces = split_outside_quotes(value, ';').into_iter();
-    let mime = pieces.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let mime = pieces
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     let params = pieces
         .filter_map(|p| {
             let (name, value) = p.split_once('=')?;
@@ -381,7 +398,10 @@ fn parse_encoded_word(s: &str) -> Option<(String, usize)> {
     let text_and_rest = &after[2..];
     let end = text_and_rest.find("?=")?;
     let text = &text_and_rest[..end];
-    if charset.is_empty() || charset.contains(char::is_whitespace) || text.contains(char::is_whitespace) {
+    if charset.is_empty()
+        || charset.contains(char::is_whitespace)
+        || text.contains(char::is_whitespace)
+    {
         return None;
     }
     let bytes = match encoding {
@@ -518,14 +538,23 @@ mod tests {
     #[test]
     fn encoded_words() {
         assert_eq!(decode_encoded_words("=?utf-8?b?w4RwZmVs?="), "Äpfel");
-        assert_eq!(decode_encoded_words("=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus?= =?UTF-8?Q?_Bern?="), "Grüße aus Bern");
-        assert_eq!(decode_encoded_words("Re: =?iso-8859-1?q?caf=E9?= ok"), "Re: café ok");
+        assert_eq!(
+            decode_encoded_words("=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus?= =?UTF-8?Q?_Bern?="),
+            "Grüße aus Bern"
+        );
+        assert_eq!(
+            decode_encoded_words("Re: =?iso-8859-1?q?caf=E9?= ok"),
+            "Re: café ok"
+        );
         assert_eq!(decode_encoded_words("a =? b ?= c"), "a =? b ?= c");
     }
 
     #[test]
     fn quoted_printable_and_base64_bodies() {
-        assert_eq!(qp_decode(b"http://x.test/s/abc=3D1&t=\r\n=3D2 caf=C3=A9="), "http://x.test/s/abc=1&t=2 café".as_bytes());
+        assert_eq!(
+            qp_decode(b"http://x.test/s/abc=3D1&t=\r\n=3D2 caf=C3=A9="),
+            "http://x.test/s/abc=1&t=2 café".as_bytes()
+        );
         assert_eq!(base64_decode(b"SGVs\r\nbG8=\r\n"), b"Hello");
         assert_eq!(base64_decode(b"QQ=="), b"A");
     }
@@ -564,7 +593,11 @@ mod tests {
         assert_eq!(mail.subject.as_deref(), Some("Bestellung bestätigt ✓"));
         assert_eq!(mail.from.as_deref(), Some("Jetmart <noreply@jetmart.test>"));
         assert_eq!(mail.to.len(), 1);
-        assert!(mail.to[0].contains("zoe@example.test") && mail.to[0].contains("Zoë Müller"), "{:?}", mail.to);
+        assert!(
+            mail.to[0].contains("zoe@example.test") && mail.to[0].contains("Zoë Müller"),
+            "{:?}",
+            mail.to
+        );
         assert_eq!(mail.text, format!("Grüße!\n{long_line}\n"));
         assert_eq!(mail.html.as_deref(), Some("<p>Grüße!</p>"));
 

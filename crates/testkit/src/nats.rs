@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 
 use crate::error::{Result, TestkitError};
-use crate::process::{Launch, POLL_INTERVAL, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry};
+use crate::process::{
+    Launch, POLL_INTERVAL, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry,
+};
 use crate::tools;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,7 +79,8 @@ impl NatsServer {
             "server_name: testkit\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {}\n}}\n{extra}\n",
             quoted(&store)
         );
-        std::fs::write(&config, text).map_err(|e| TestkitError::io(format!("writing {}", config.display()), e))?;
+        std::fs::write(&config, text)
+            .map_err(|e| TestkitError::io(format!("writing {}", config.display()), e))?;
         let launch = Launch::new("nats-server", binary, dir.path().join("nats.log"), port)
             .arg("-c")
             .arg(&config);
@@ -125,7 +128,9 @@ impl NatsServer {
     /// A new client connected to this server.
     pub async fn client(&self) -> Result<async_nats::Client> {
         let url = self.url();
-        async_nats::connect(&url).await.map_err(|e| TestkitError::nats(&url, e))
+        async_nats::connect(&url)
+            .await
+            .map_err(|e| TestkitError::nats(&url, e))
     }
 
     /// A JetStream context on a new client.
@@ -173,7 +178,9 @@ impl NatsCluster {
     /// and an R`n` stream can be created.
     pub async fn start(n: usize) -> Result<NatsCluster> {
         if n == 0 {
-            return Err(TestkitError::Invalid("a cluster needs at least one node".into()));
+            return Err(TestkitError::Invalid(
+                "a cluster needs at least one node".into(),
+            ));
         }
         let binary = tools::nats_server()?;
         with_port_retry(|| Self::start_once(binary.clone(), n)).await
@@ -240,7 +247,9 @@ impl NatsCluster {
 
     async fn wait_node_answers(&self, i: usize, deadline: Instant) -> Result<()> {
         let url = self.node_url(i);
-        let timeout = deadline.saturating_duration_since(Instant::now()).max(POLL_INTERVAL);
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(POLL_INTERVAL);
         self.nodes[i]
             .proc
             .wait_ready(timeout, || jetstream_answers(&url))
@@ -252,7 +261,9 @@ impl NatsCluster {
     async fn wait_can_place_stream(&self, deadline: Instant) -> Result<()> {
         let n = self.nodes.len();
         let urls = self.url_list();
-        let timeout = deadline.saturating_duration_since(Instant::now()).max(POLL_INTERVAL);
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(POLL_INTERVAL);
         self.nodes[0]
             .proc
             .wait_ready(timeout, || {
@@ -306,7 +317,10 @@ impl NatsCluster {
     }
 
     pub fn url_list(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| url_of(n.proc.launch.port)).collect()
+        self.nodes
+            .iter()
+            .map(|n| url_of(n.proc.launch.port))
+            .collect()
     }
 
     pub fn node_url(&self, i: usize) -> String {
@@ -332,7 +346,9 @@ impl NatsCluster {
     /// A client of node `i` only.
     pub async fn node_client(&self, i: usize) -> Result<async_nats::Client> {
         let url = self.node_url(i);
-        async_nats::connect(&url).await.map_err(|e| TestkitError::nats(&url, e))
+        async_nats::connect(&url)
+            .await
+            .map_err(|e| TestkitError::nats(&url, e))
     }
 
     /// SIGKILL node `i`; its ports and store stay for [`restart_node`](Self::restart_node).

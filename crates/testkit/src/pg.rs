@@ -13,7 +13,9 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::error::{Result, TestkitError};
-use crate::process::{Launch, POLL_INTERVAL, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry};
+use crate::process::{
+    Launch, POLL_INTERVAL, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry,
+};
 use crate::tools;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,14 +38,24 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the duration of the call and buf.len() is its size; we
     // read only the integer fields afterwards, never the strings that point into buf.
-    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
 /// Postgres refuses to run as root, so as root we run it as `postgres`.
 fn server_user() -> Result<Option<(u32, u32)>> {
     if running_as_root() {
-        lookup_user("postgres").map(Some).ok_or(TestkitError::NoPostgresUser)
+        lookup_user("postgres")
+            .map(Some)
+            .ok_or(TestkitError::NoPostgresUser)
     } else {
         Ok(None)
     }
@@ -53,7 +65,9 @@ fn check_db_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -64,7 +78,9 @@ fn check_db_name(name: &str) -> Result<()> {
 }
 
 async fn pg_answers(url: &str) -> std::result::Result<(), String> {
-    let mut conn = PgConnection::connect(url).await.map_err(|e| format!("connect: {e}"))?;
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     sqlx::query("SELECT 1")
         .execute(&mut conn)
         .await
@@ -83,7 +99,11 @@ async fn admin_exec(admin_url: &str, sql: &str) -> Result<()> {
 async fn drop_database_at(admin_url: &str, name: &str) -> Result<()> {
     check_db_name(name)?;
     // FORCE ends sessions a test left open (its pool, say).
-    admin_exec(admin_url, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
+    admin_exec(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+    )
+    .await
 }
 
 /// A Postgres cluster (initdb + postmaster) owned by the caller, on a random loopback port,
@@ -103,15 +123,30 @@ impl PgCluster {
         let run_as = server_user()?;
         let dir = ScratchDir::new("pg")?;
         if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| TestkitError::io(format!("chown {} to postgres", dir.path().display()), e))?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
+                TestkitError::io(format!("chown {} to postgres", dir.path().display()), e)
+            })?;
         }
         let data_dir = dir.path().join("data");
-        let mut initdb = Launch::new("initdb", bin.join("initdb"), dir.path().join("initdb.log"), 0)
-            .arg("-D")
-            .arg(&data_dir)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"])
-            .env("LC_ALL", "C");
+        let mut initdb = Launch::new(
+            "initdb",
+            bin.join("initdb"),
+            dir.path().join("initdb.log"),
+            0,
+        )
+        .arg("-D")
+        .arg(&data_dir)
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
+        .env("LC_ALL", "C");
         initdb.run_as = run_as;
         initdb.run_to_completion().await?;
 
@@ -127,9 +162,22 @@ impl PgCluster {
                 )
                 .arg("-D")
                 .arg(data_dir)
-                .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string(), "-k"])
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-k",
+                ])
                 .arg(dir.path())
-                .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=300"])
+                .args([
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=300",
+                ])
                 .env("LC_ALL", "C");
                 launch.run_as = run_as;
                 // SIGQUIT = immediate shutdown: the postmaster takes its backends down with it.
@@ -137,12 +185,17 @@ impl PgCluster {
                 let proc = ServerProcess::new(launch);
                 proc.spawn().await?;
                 let url = admin_url(port);
-                proc.wait_ready(ready_timeout(READY_TIMEOUT), || pg_answers(&url)).await?;
+                proc.wait_ready(ready_timeout(READY_TIMEOUT), || pg_answers(&url))
+                    .await?;
                 Ok(proc)
             }
         })
         .await?;
-        Ok(PgCluster { proc, data_dir, dir })
+        Ok(PgCluster {
+            proc,
+            data_dir,
+            dir,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -214,7 +267,8 @@ impl PgCluster {
                 // A killed backend can hold the old shared memory for a moment after the
                 // postmaster died; the new postmaster refuses to start until it is gone.
                 Err(TestkitError::Exited { stderr_tail, .. })
-                    if stderr_tail.contains("pre-existing shared memory block") && start.elapsed() < timeout =>
+                    if stderr_tail.contains("pre-existing shared memory block")
+                        && start.elapsed() < timeout =>
                 {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
@@ -313,15 +367,21 @@ impl Drop for TestDatabase {
         // Drop cannot await, and blocking on the test's own runtime would deadlock: use a
         // thread with a runtime of its own.
         let worker = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             let result = rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), drop_database_at(&admin_url, &name)).await
+                tokio::time::timeout(Duration::from_secs(10), drop_database_at(&admin_url, &name))
+                    .await
             });
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(db = %name, error = %e, "testkit: could not drop database"),
+                Ok(Err(e)) => {
+                    tracing::debug!(db = %name, error = %e, "testkit: could not drop database")
+                }
                 Err(_) => tracing::debug!(db = %name, "testkit: dropping database timed out"),
             }
         });

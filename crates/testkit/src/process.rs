@@ -68,7 +68,14 @@ fn arm_parent_death_signal(cmd: &mut Command) {
     // prctl and getppid; it neither allocates nor takes locks.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl; nobody would kill us then.
@@ -86,7 +93,8 @@ async fn spawn_via_spawner(mut cmd: Command) -> io::Result<Child> {
     spawner()
         .send(SpawnRequest { cmd, reply })
         .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    rx.await.map_err(|_| io::Error::other("spawner thread dropped the request"))?
+    rx.await
+        .map_err(|_| io::Error::other("spawner thread dropped the request"))?
 }
 
 // ---------------------------------------------------------------- signals and /proc
@@ -223,10 +231,12 @@ impl Launch {
     /// Runs a short-lived command (initdb) to completion through the spawner.
     pub async fn run_to_completion(&self) -> Result<()> {
         let cmd = self.command()?;
-        let mut child = spawn_via_spawner(cmd).await.map_err(|source| TestkitError::Spawn {
-            binary: self.program.clone(),
-            source,
-        })?;
+        let mut child = spawn_via_spawner(cmd)
+            .await
+            .map_err(|source| TestkitError::Spawn {
+                binary: self.program.clone(),
+                source,
+            })?;
         let status = tokio::task::spawn_blocking(move || child.wait())
             .await
             .map_err(|e| TestkitError::io("waiting for a child", io::Error::other(e)))?
@@ -284,10 +294,12 @@ impl ServerProcess {
             return Ok(());
         }
         let cmd = self.launch.command()?;
-        let child = spawn_via_spawner(cmd).await.map_err(|source| TestkitError::Spawn {
-            binary: self.launch.program.clone(),
-            source,
-        })?;
+        let child = spawn_via_spawner(cmd)
+            .await
+            .map_err(|source| TestkitError::Spawn {
+                binary: self.launch.program.clone(),
+                source,
+            })?;
         tracing::debug!(what = %self.launch.what, pid = child.id(), port = self.launch.port, "testkit: started");
         *self.child() = Some(child);
         Ok(())
@@ -447,7 +459,8 @@ fn scratch_root() -> Result<&'static Path> {
         return Ok(root);
     }
     let root = std::env::temp_dir().join("jetmart-testkit");
-    fs::create_dir_all(&root).map_err(|e| TestkitError::io(format!("creating {}", root.display()), e))?;
+    fs::create_dir_all(&root)
+        .map_err(|e| TestkitError::io(format!("creating {}", root.display()), e))?;
     // Shared by all users like /tmp itself (postgres runs as another user when we are root).
     {
         use std::os::unix::fs::PermissionsExt;
@@ -501,7 +514,8 @@ impl ScratchDir {
             random_u64() & 0xff_ffff
         );
         let path = root.join(name);
-        fs::create_dir(&path).map_err(|e| TestkitError::io(format!("creating {}", path.display()), e))?;
+        fs::create_dir(&path)
+            .map_err(|e| TestkitError::io(format!("creating {}", path.display()), e))?;
         Ok(ScratchDir { path })
     }
 
@@ -584,7 +598,10 @@ mod tests {
         let path = dir.path().to_path_buf();
         assert!(path.is_dir());
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(name.starts_with(&format!("{}-unit-", std::process::id())), "{name}");
+        assert!(
+            name.starts_with(&format!("{}-unit-", std::process::id())),
+            "{name}"
+        );
         drop(dir);
         assert!(!path.exists() || std::env::var_os("JETMART_TESTKIT_KEEP").is_some());
     }

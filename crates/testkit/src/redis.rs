@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::error::{Result, TestkitError};
-use crate::process::{Launch, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry};
+use crate::process::{
+    Launch, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry,
+};
 use crate::tools;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -45,7 +47,16 @@ impl RedisServer {
         let dir = ScratchDir::new("redis")?;
         let port = free_port()?;
         let launch = Launch::new("redis-server", binary, dir.path().join("redis.log"), port)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--daemonize", "no", "--dir"])
             .arg(dir.path());
         let server = RedisServer {

@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::error::{Result, TestkitError};
 use crate::mail::ReceivedMail;
-use crate::process::{Launch, POLL_INTERVAL, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry};
+use crate::process::{
+    Launch, POLL_INTERVAL, ScratchDir, ServerProcess, free_port, ready_timeout, with_port_retry,
+};
 use crate::tools;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,7 +82,8 @@ impl SmtpSink {
     /// Writes [`SCRIPT`](Self::SCRIPT) to `dir/smtp_sink.py` and returns the path.
     pub fn write_script(dir: &Path) -> Result<PathBuf> {
         let path = dir.join("smtp_sink.py");
-        std::fs::write(&path, Self::SCRIPT).map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
+        std::fs::write(&path, Self::SCRIPT)
+            .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
         Ok(path)
     }
 
@@ -88,11 +91,18 @@ impl SmtpSink {
     /// file `dir/mode`, for a supervisor that manages the process itself (the dev stack).
     pub fn command(dir: &Path, port: u16) -> Result<std::process::Command> {
         let python = tools::python()?;
-        std::fs::create_dir_all(dir).map_err(|e| TestkitError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TestkitError::io(format!("creating {}", dir.display()), e))?;
         let script = Self::write_script(dir)?;
         let mut cmd = std::process::Command::new(python);
         cmd.arg(script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--maildir"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--maildir",
+            ])
             .arg(dir.join("maildir"))
             .arg("--mode-file")
             .arg(dir.join("mode"))
@@ -120,17 +130,29 @@ impl SmtpSink {
     /// per message, readable with any Maildir reader) on 127.0.0.1:`port`.
     pub async fn start_in(dir: impl AsRef<Path>, port: u16) -> Result<SmtpSink> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| TestkitError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TestkitError::io(format!("creating {}", dir.display()), e))?;
         Self::launch(tools::python()?, dir, port, None).await
     }
 
-    async fn launch(python: PathBuf, dir: &Path, port: u16, scratch: Option<ScratchDir>) -> Result<SmtpSink> {
+    async fn launch(
+        python: PathBuf,
+        dir: &Path,
+        port: u16,
+        scratch: Option<ScratchDir>,
+    ) -> Result<SmtpSink> {
         let script = Self::write_script(dir)?;
         let maildir = dir.join("maildir");
         let mode_file = dir.join("mode");
         let launch = Launch::new("smtp sink (aiosmtpd)", python, dir.join("smtp.log"), port)
             .arg(script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--maildir"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--maildir",
+            ])
             .arg(&maildir)
             .arg("--mode-file")
             .arg(&mode_file)
@@ -195,7 +217,8 @@ impl SmtpSink {
         files
             .into_iter()
             .map(|path| {
-                let data = std::fs::read(&path).map_err(|e| TestkitError::io(format!("reading {}", path.display()), e))?;
+                let data = std::fs::read(&path)
+                    .map_err(|e| TestkitError::io(format!("reading {}", path.display()), e))?;
                 Ok(ReceivedMail::parse(path, &data))
             })
             .collect()

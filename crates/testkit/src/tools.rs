@@ -44,7 +44,9 @@ fn venv_bin(name: &str) -> Option<PathBuf> {
 }
 
 fn from_env(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -88,13 +90,21 @@ pub fn nats_server() -> Result<PathBuf> {
 
 /// Python of the venv (it has aiosmtpd).
 pub fn python() -> Result<PathBuf> {
-    pick("python (with aiosmtpd)", ENV_PYTHON, venv_bin("python").into_iter().collect())
+    pick(
+        "python (with aiosmtpd)",
+        ENV_PYTHON,
+        venv_bin("python").into_iter().collect(),
+    )
 }
 
 /// `redis-server` from PATH (Debian's package).
 pub fn redis_server() -> Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).map(|d| d.join("redis-server")).collect())
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("redis-server"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.push("/usr/bin/redis-server".into());
     candidates.push("/usr/sbin/redis-server".into());
@@ -128,8 +138,11 @@ pub fn pg_bin_dir() -> Result<PathBuf> {
         })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or(TestkitError::ToolMissing {
-        tool: "postgres",
-        looked: format!("{}/<version>/bin, ${ENV_PG_BIN}", root.display()),
-    })
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(TestkitError::ToolMissing {
+            tool: "postgres",
+            looked: format!("{}/<version>/bin, ${ENV_PG_BIN}", root.display()),
+        })
 }

@@ -75,7 +75,9 @@ async fn kill_and_restart_keep_file_stored_messages() {
     nats.kill();
     assert_eq!(nats.pid(), None);
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
         "port must refuse connections while the server is down"
     );
 
@@ -94,7 +96,9 @@ async fn kill_and_restart_keep_file_stored_messages() {
 
 #[tokio::test]
 async fn stop_then_restart_and_extra_config() {
-    let nats = NatsServer::start_with_config("max_payload: 4KB").await.unwrap();
+    let nats = NatsServer::start_with_config("max_payload: 4KB")
+        .await
+        .unwrap();
     let client = nats.client().await.unwrap();
     assert_eq!(client.server_info().max_payload, 4 * 1024);
     drop(client);
@@ -107,7 +111,10 @@ async fn stop_then_restart_and_extra_config() {
     let mut sub = client.subscribe("ping").await.unwrap();
     client.publish("ping", "x".into()).await.unwrap();
     use futures::StreamExt;
-    let got = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&got.payload[..], b"x");
 }
 
@@ -120,7 +127,10 @@ async fn servers_are_independent() {
     let ja = a.jetstream().await.unwrap();
     create_orders_stream(&ja).await;
     let jb = b.jetstream().await.unwrap();
-    assert!(jb.get_stream("ORDER").await.is_err(), "b has no stream of a");
+    assert!(
+        jb.get_stream("ORDER").await.is_err(),
+        "b has no stream of a"
+    );
     let store = a.store_dir().to_path_buf();
     drop(a);
     assert!(!store.exists(), "store dir removed on drop");

@@ -58,14 +58,21 @@ async fn r3_stream_survives_losing_its_leader() {
     let cluster_info = info.cluster.expect("clustered stream");
     assert_eq!(cluster_info.replicas.len(), 2, "R3 = leader + 2 replicas");
     let leader = cluster_info.leader.expect("stream leader");
-    let victim = (0..3).find(|&i| cluster.node_name(i) == leader).expect("leader is one of ours");
+    let victim = (0..3)
+        .find(|&i| cluster.node_name(i) == leader)
+        .expect("leader is one of ours");
 
     cluster.kill_node(victim);
     assert_eq!(cluster.node_pid(victim), None);
 
     // The other two elect a new leader and keep taking writes.
     for i in 0..5 {
-        publish_retrying(&js, &format!("order.placed.{}", 5 + i), &format!("during-{i}")).await;
+        publish_retrying(
+            &js,
+            &format!("order.placed.{}", 5 + i),
+            &format!("during-{i}"),
+        )
+        .await;
     }
     let mut stream = js.get_stream("ORDER").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 10);
@@ -80,7 +87,11 @@ async fn r3_stream_survives_losing_its_leader() {
     let info = stream.info().await.unwrap().clone();
     let ci = info.cluster.unwrap();
     let name = cluster.node_name(victim);
-    let rejoined = ci.leader.as_deref() == Some(name) || ci.replicas.iter().any(|p| p.name == name && p.current && !p.offline);
+    let rejoined = ci.leader.as_deref() == Some(name)
+        || ci
+            .replicas
+            .iter()
+            .any(|p| p.name == name && p.current && !p.offline);
     assert!(rejoined, "{name} did not rejoin: {ci:?}");
 
     // Reading through the restarted node sees every message.

@@ -20,14 +20,23 @@ fn gone(pid: u32) -> bool {
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn run_helper(name: &str, out: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HELPER_OUT, out)
         .stdout(Stdio::null())
         .spawn()
@@ -52,7 +61,11 @@ fn dirs_of(pid: u32) -> Vec<PathBuf> {
         .map(|entries| {
             entries
                 .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{pid}-")))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{pid}-"))
+                })
                 .map(|e| e.path())
                 .collect()
         })
@@ -86,7 +99,11 @@ fn servers_die_with_a_sigkilled_test_process_and_its_dirs_are_swept() {
     holder.kill().unwrap(); // SIGKILL: no destructors, no atexit
     holder.wait().unwrap();
     for (what, pid) in &pids {
-        wait_until(&format!("{what} ({pid}) to die with its parent"), Duration::from_secs(20), || gone(*pid));
+        wait_until(
+            &format!("{what} ({pid}) to die with its parent"),
+            Duration::from_secs(20),
+            || gone(*pid),
+        );
     }
 
     // The next test process sweeps the dead one's dirs; at its own normal exit the shared
@@ -94,12 +111,29 @@ fn servers_die_with_a_sigkilled_test_process_and_its_dirs_are_swept() {
     let out2 = work.join("normal.txt");
     let status = run_helper("helper_exits_normally", &out2).wait().unwrap();
     assert!(status.success(), "second helper failed: {status}");
-    assert!(dirs_of(holder_pid).is_empty(), "stale dirs left: {:?}", dirs_of(holder_pid));
+    assert!(
+        dirs_of(holder_pid).is_empty(),
+        "stale dirs left: {:?}",
+        dirs_of(holder_pid)
+    );
     let report = read_report(&out2);
-    let get = |key: &str| report.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap();
+    let get = |key: &str| {
+        report
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     let postmaster: u32 = get("shared_postmaster").parse().unwrap();
-    wait_until("the shared postmaster to stop at exit", Duration::from_secs(20), || gone(postmaster));
-    assert!(!Path::new(&get("shared_data_dir")).exists(), "shared cluster dir removed at exit");
+    wait_until(
+        "the shared postmaster to stop at exit",
+        Duration::from_secs(20),
+        || gone(postmaster),
+    );
+    assert!(
+        !Path::new(&get("shared_data_dir")).exists(),
+        "shared cluster dir removed at exit"
+    );
 
     std::fs::remove_dir_all(&work).unwrap();
 }
@@ -116,7 +150,10 @@ async fn helper_holds_servers() {
     let pg = PgCluster::start().await.unwrap();
     let db = pg.fresh_database().await.unwrap();
     let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap();
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     let shared = pg::shared_cluster().await.unwrap();
     let report = format!(
         "nats {}\nredis {}\nsmtp {}\npostmaster {}\nbackend {backend}\nshared_postmaster {}\nready 1\n",
@@ -139,7 +176,10 @@ async fn helper_exits_normally() {
     };
     let db = pg::fresh_database().await.unwrap();
     let pool = db.pool().await.unwrap();
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(one, 1);
     let shared = pg::shared_cluster().await.unwrap();
     std::fs::write(

@@ -22,8 +22,15 @@ async fn set_get_flushall_kill_restart() {
     let port = redis.port();
     redis.kill();
     assert_eq!(redis.pid(), None);
-    assert!(redis.flushall().await.is_err(), "flushall on a dead server is an error");
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    assert!(
+        redis.flushall().await.is_err(),
+        "flushall on a dead server is an error"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
 
     redis.restart().await.unwrap();
     assert_eq!(redis.port(), port);

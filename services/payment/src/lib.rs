@@ -1,2 +1,11 @@
-//! jetmart payment service: authorizes, captures and voids payments through a gateway.
+//! jetmart payment service: authorizes on `inventory.reserved`, captures on `order.confirmed`,
+//! voids on `order.cancelled`, through a payment gateway (simulated for now) guarded by retries
+//! and a circuit breaker; serves `PaymentService.GetPayment`.
+pub mod app;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod gateway;
+pub mod grpc;
+pub mod handlers;
+pub mod store;

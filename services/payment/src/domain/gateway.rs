@@ -88,6 +88,29 @@ impl DeclineReason {
     }
 }
 
+impl DeclineReason {
+    /// Every reason, for parsing and listing.
+    pub const ALL: [DeclineReason; 5] = [
+        DeclineReason::CardDeclined,
+        DeclineReason::InsufficientFunds,
+        DeclineReason::AmountAboveLimit,
+        DeclineReason::InvalidAmount,
+        DeclineReason::InvalidToken,
+    ];
+}
+
+impl std::str::FromStr for DeclineReason {
+    type Err = String;
+
+    /// The API spelling back (`INSUFFICIENT_FUNDS`), as stored and configured.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeclineReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown decline reason {s:?}"))
+    }
+}
+
 impl fmt::Display for DeclineReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -185,6 +208,14 @@ mod tests {
             closed.to_string(),
             "authorization auth_1 is already captured"
         );
+    }
+
+    #[test]
+    fn decline_reasons_parse_back() {
+        for r in DeclineReason::ALL {
+            assert_eq!(r.as_str().parse::<DeclineReason>(), Ok(r));
+        }
+        assert!("card_declined".parse::<DeclineReason>().is_err());
     }
 
     #[test]

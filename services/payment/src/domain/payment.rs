@@ -55,6 +55,25 @@ impl PaymentStatus {
     }
 }
 
+impl std::str::FromStr for PaymentStatus {
+    type Err = String;
+
+    /// The API spelling back (`AUTHORIZED`), as stored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use PaymentStatus as S;
+        [
+            S::Pending,
+            S::Authorized,
+            S::Captured,
+            S::Voided,
+            S::Declined,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown payment status {s:?}"))
+    }
+}
+
 impl fmt::Display for PaymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -384,6 +403,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn statuses_parse_back() {
+        for st in [
+            S::Pending,
+            S::Authorized,
+            S::Captured,
+            S::Voided,
+            S::Declined,
+        ] {
+            assert_eq!(st.as_str().parse::<PaymentStatus>(), Ok(st));
+        }
+        assert!("authorized".parse::<PaymentStatus>().is_err());
     }
 
     #[test]

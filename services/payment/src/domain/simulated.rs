@@ -6,7 +6,8 @@
 //!   reproducible; half of them happen *after* the call took effect (the response is lost), which
 //!   is exactly the case idempotency keys exist for;
 //! - decline rules: an amount above the per-currency limit, a non-positive amount, an empty
-//!   token, and the test tokens [`TOKEN_DECLINE`], [`TOKEN_INSUFFICIENT_FUNDS`];
+//!   token, the test tokens [`TOKEN_DECLINE`], [`TOKEN_INSUFFICIENT_FUNDS`] and any configured in
+//!   [`SimulatedGatewayConfig::decline_tokens`];
 //!   [`TOKEN_TRANSIENT`] always fails transiently (deterministic, for tests);
 //! - idempotent: the same order id gets the same answer (a different amount or token for the
 //!   same order id is an [`GatewayError::IdempotencyConflict`]); a repeated capture or void
@@ -51,6 +52,9 @@ pub struct SimulatedGatewayConfig {
     /// Amounts strictly above this many minor units of the currency are declined
     /// ([`DeclineReason::AmountAboveLimit`]); currencies not listed have no limit.
     pub decline_above_minor: BTreeMap<String, i64>,
+    /// Further test tokens, each always declined with its reason (beside the built-in
+    /// [`TOKEN_DECLINE`] and [`TOKEN_INSUFFICIENT_FUNDS`]).
+    pub decline_tokens: BTreeMap<String, DeclineReason>,
 }
 
 impl Default for SimulatedGatewayConfig {
@@ -69,6 +73,7 @@ impl Default for SimulatedGatewayConfig {
             transient_failure_rate: 0.0,
             seed: 0,
             decline_above_minor: limits.iter().map(|(c, l)| (c.to_string(), *l)).collect(),
+            decline_tokens: BTreeMap::new(),
         }
     }
 }
@@ -217,6 +222,9 @@ impl SimulatedGateway {
             "" => Some(DeclineReason::InvalidToken),
             TOKEN_DECLINE => Some(DeclineReason::CardDeclined),
             TOKEN_INSUFFICIENT_FUNDS => Some(DeclineReason::InsufficientFunds),
+            token if self.config.decline_tokens.contains_key(token) => {
+                self.config.decline_tokens.get(token).copied()
+            }
             _ if req.amount.minor_units <= 0 => Some(DeclineReason::InvalidAmount),
             _ if limit.is_some_and(|l| req.amount.minor_units > *l) => {
                 Some(DeclineReason::AmountAboveLimit)
@@ -397,6 +405,15 @@ mod tests {
                 Ok(AuthorizeOutcome::Declined(reason))
             );
         }
+        // Configured test tokens decline with their reason.
+        let custom = SimulatedGateway::new(SimulatedGatewayConfig {
+            decline_tokens: [("tok_fraud".to_string(), DeclineReason::CardDeclined)].into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            custom.authorize(&req(9, 100, "tok_fraud")).await,
+            Ok(AuthorizeOutcome::Declined(DeclineReason::CardDeclined))
+        );
         // Exactly at the limit is fine; other currencies have their own (or no) limit.
         assert!(matches!(
             g.authorize(&req(7, 1_000_000, "tok_visa")).await,

@@ -1,0 +1,144 @@
+//! Wiring: the kit's Service skeleton with the order-event consumer, the outbox relay, the
+//! availability cache and the gRPC API.
+
+use std::net::SocketAddr;
+
+use jetmart_kit::{Service, StartError};
+use jetmart_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use jetmart_runtime::catalog as streams;
+use jetmart_runtime::consumer::{ConsumerRunner, PgProcessor, RunnerConfig};
+use jetmart_runtime::outbox::RelayConfig;
+use jetmart_runtime::provision::ConsumerSpec;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{CacheMetrics, StockCache};
+use crate::config::Config;
+use crate::error::ServiceError;
+use crate::grpc::InventoryApi;
+use crate::handlers::{CacheRefreshing, InventoryHandler};
+use crate::seed::{self, Seeded};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Service name: consumer name, `ce-source`, metrics and logs.
+pub const SERVICE: &str = "inventory";
+
+/// Subjects inventory consumes from stream ORDER.
+pub const CONSUMED_SUBJECTS: &[&str] =
+    &["order.placed.*", "order.cancelled.*", "order.confirmed.*"];
+
+/// A started, not yet running inventory service.
+pub struct App {
+    service: Service,
+    api: InventoryApi,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+fn missing_redis() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "REDIS_URL is not set",
+    ))
+}
+
+async fn migrated_pool(config: &Config) -> Result<PgPool, StartError> {
+    let pool = jetmart_kit::db::pool(&config.database_url, config.database_max_connections)?;
+    // Idempotent; sqlx's advisory lock makes racing replicas safe.
+    jetmart_runtime::migrate(&pool, &MIGRATOR).await?;
+    Ok(pool)
+}
+
+/// Connects, migrates, binds the listeners and wires the consumer, relay and API.
+pub async fn build(config: Config) -> Result<App, StartError> {
+    let pool = migrated_pool(&config).await?;
+    let redis_url = config.redis_url.as_deref().ok_or_else(missing_redis)?;
+    // Redis is not passed to readiness: inventory answers from Postgres while Redis is away,
+    // so a Redis outage must not take the replicas out of service.
+    let mut service = Service::bind(SERVICE, &config.common, Some(pool.clone()), None).await?;
+    let cache = StockCache::connect(
+        redis_url,
+        config.cache_ttl(),
+        CacheMetrics::register(&mut service.registry),
+    )?;
+    service.streams(&[streams::ORDER, streams::INVENTORY, streams::DEADLETTER]);
+    let processor = CacheRefreshing {
+        inner: PgProcessor::new(pool.clone(), InventoryHandler),
+        pool: pool.clone(),
+        cache: cache.clone(),
+    };
+    let runner = ConsumerRunner::new(
+        service.js.clone(),
+        RunnerConfig::new(ConsumerSpec::new(
+            &streams::ORDER,
+            SERVICE,
+            CONSUMED_SUBJECTS,
+        )),
+        processor,
+        service.metrics.clone(),
+    );
+    service.consumer(runner);
+    service.relay(RelayConfig::default());
+    let api = InventoryApi {
+        pool,
+        cache,
+        new_sku_threshold: config.low_stock_threshold,
+    };
+    Ok(App { service, api })
+}
+
+impl App {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.service.grpc_addr()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.service.http_addr()
+    }
+
+    /// Serves until `shutdown`, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), jetmart_kit::ServiceError> {
+        let (health, router) = jetmart_kit::grpc::base();
+        health
+            .set_serving::<InventoryServiceServer<InventoryApi>>()
+            .await;
+        let router = router.add_service(InventoryServiceServer::new(self.api));
+        self.service.run(router, shutdown).await
+    }
+}
+
+/// `jetmart-inventory migrate`.
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    migrated_pool(config).await.map(|_| ())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Seed(#[from] ServiceError),
+}
+
+/// `jetmart-inventory seed-demo`: migrations, then the demo catalog (idempotent). With
+/// REDIS_URL set, the cache entries of the seeded SKUs are refreshed too.
+pub async fn seed_demo(config: &Config) -> Result<Vec<Seeded>, SeedError> {
+    let pool = migrated_pool(config).await?;
+    let cache = match config.redis_url.as_deref() {
+        Some(url) => Some(
+            StockCache::connect(url, config.cache_ttl(), CacheMetrics::default())
+                .map_err(StartError::from)?,
+        ),
+        None => None,
+    };
+    let seeded = seed::seed_demo(&pool, cache.as_ref()).await?;
+    pool.close().await;
+    Ok(seeded)
+}
