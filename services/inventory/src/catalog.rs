@@ -91,7 +91,7 @@ mod tests {
             assert_eq!(item.sku, format!("SKU-{:04}", n + 1));
             assert!(valid_sku(item.sku));
             assert!(item.unit_price_minor > 0 && item.initial_stock > 0);
-            assert!((0..item.initial_stock).contains(&item.low_stock_threshold));
+            assert!((0..=item.initial_stock).contains(&item.low_stock_threshold));
         }
         assert!(SEED_REASON.len() <= MAX_REASON_LEN);
         assert_eq!(demo_item("SKU-0020").unwrap().initial_stock, 1);
