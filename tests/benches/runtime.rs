@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p jetmart-e2e --bench runtime            (JETMART_BENCH_EVENTS=N to resize)
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,31 @@ const WRITERS: usize = 8;
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("JETMART_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("JETMART_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut rows = Vec::new();
-    rows.push(("JetStream publish, pipelined (raw limit)", raw_publish(n * 2).await));
-    rows.push(("Postgres outbox-like tx, 8 writers (raw limit)", raw_tx(n).await));
-    rows.push(("outbox -> JetStream -> consumer -> effect, 1 replica", pipeline(n, 1).await));
-    rows.push(("outbox -> JetStream -> consumer -> effect, 2 replicas", pipeline(n, 2).await));
-    println!("\njetmart runtime benchmark ({n} events, {} cores)", std::thread::available_parallelism().map_or(0, |p| p.get()));
+    rows.push((
+        "JetStream publish, pipelined (raw limit)",
+        raw_publish(n * 2).await,
+    ));
+    rows.push((
+        "Postgres outbox-like tx, 8 writers (raw limit)",
+        raw_tx(n).await,
+    ));
+    rows.push((
+        "outbox -> JetStream -> consumer -> effect, 1 replica",
+        pipeline(n, 1).await,
+    ));
+    rows.push((
+        "outbox -> JetStream -> consumer -> effect, 2 replicas",
+        pipeline(n, 2).await,
+    ));
+    println!(
+        "\njetmart runtime benchmark ({n} events, {} cores)",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
     println!("{:<58} {:>12}", "measure", "per second");
     for (name, rate) in rows {
         println!("{name:<58} {rate:>12.0}");
@@ -45,11 +64,13 @@ async fn raw_publish(n: usize) -> f64 {
         let ack = js
             .send_publish(
                 e.subject.clone(),
-                async_nats::jetstream::message::PublishMessage::build().headers(e.nats_headers()).payload(e.payload.clone()),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .headers(e.nats_headers())
+                    .payload(e.payload.clone()),
             )
             .await
             .unwrap();
-        acks.push(ack);
+        acks.push(ack.into_future());
         // Keep a bounded window in flight, as the relay does per round.
         while acks.len() >= 1000 {
             acks.next().await.unwrap().unwrap();
@@ -90,7 +111,9 @@ async fn write_events(pool: &sqlx::PgPool, n: usize) {
                     .execute(&mut *tx)
                     .await
                     .unwrap();
-                jetmart_runtime::outbox::enqueue(&mut tx, &[e]).await.unwrap();
+                jetmart_runtime::outbox::enqueue(&mut tx, &[e])
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
             }
         }));
@@ -105,17 +128,33 @@ async fn pipeline(n: usize, replicas: usize) -> f64 {
     let js = nats.jetstream().await.unwrap();
     let upstream = pg::fresh_database().await.unwrap();
     let downstream = pg::fresh_database().await.unwrap();
-    let (up, down) = (upstream.pool().await.unwrap(), downstream.pool().await.unwrap());
+    let (up, down) = (
+        upstream.pool().await.unwrap(),
+        downstream.pool().await.unwrap(),
+    );
     prepare(&up, &js).await;
     prepare(&down, &js).await;
     let shutdown = CancellationToken::new();
     let metrics = RuntimeMetrics::unregistered();
-    tokio::spawn(Relay::new(up.clone(), js.clone(), RelayConfig::default(), metrics.clone()).run(shutdown.clone()));
+    tokio::spawn(
+        Relay::new(
+            up.clone(),
+            js.clone(),
+            RelayConfig::default(),
+            metrics.clone(),
+        )
+        .run(shutdown.clone()),
+    );
     for r in 0..replicas {
         let mut config = RunnerConfig::new(consumer_spec("bench"));
         config.consumer.ack_wait = Duration::from_secs(30);
         let handler = EffectHandler::new(&format!("r{r}"), &down);
-        let runner = ConsumerRunner::new(js.clone(), config, PgProcessor::new(down.clone(), handler), metrics.clone());
+        let runner = ConsumerRunner::new(
+            js.clone(),
+            config,
+            PgProcessor::new(down.clone(), handler),
+            metrics.clone(),
+        );
         tokio::spawn(runner.run(shutdown.clone()));
     }
     let started = Instant::now();

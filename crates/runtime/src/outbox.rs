@@ -185,7 +185,7 @@ impl Relay {
                 }
             };
             rounds += 1;
-            if rounds % 1000 == 0 {
+            if rounds.is_multiple_of(1000) {
                 self.delete_old().await;
             }
             match wait {

@@ -15,6 +15,9 @@ use crate::convert;
 use crate::domain::{Cancellation, Order, OrderEvent, OrderId};
 use crate::store;
 
+/// What to decide on the order once it is loaded.
+type Decision = Box<dyn FnOnce(&Order) -> Vec<OrderEvent> + Send>;
+
 /// Consumes `inventory.rejected`, `payment.declined` and `payment.authorized`.
 #[derive(Debug, Clone, Copy)]
 pub struct SagaHandler;
@@ -42,41 +45,40 @@ impl PgHandler for SagaHandler {
         event: &IncomingEvent,
     ) -> Result<(), HandlerError> {
         let now = Utc::now();
-        let (id, decide): (OrderId, Box<dyn FnOnce(&Order) -> Vec<OrderEvent> + Send>) =
-            if event.is::<StockRejected>() {
-                let e: StockRejected = event.decode()?;
-                let shortages = e.shortages.iter().map(convert::shortage_from).collect();
-                (
-                    order_id(&e.order_id)?,
-                    Box::new(move |o| {
-                        o.cancel(Cancellation::out_of_stock(shortages), now)
-                            .unwrap_or_default()
-                    }),
-                )
-            } else if event.is::<PaymentDeclined>() {
-                let e: PaymentDeclined = event.decode()?;
-                let detail = if e.message.is_empty() {
-                    "payment declined".to_owned()
-                } else {
-                    e.message.clone()
-                };
-                (
-                    order_id(&e.order_id)?,
-                    Box::new(move |o| {
-                        o.cancel(Cancellation::payment_declined(detail), now)
-                            .unwrap_or_default()
-                    }),
-                )
+        let (id, decide): (OrderId, Decision) = if event.is::<StockRejected>() {
+            let e: StockRejected = event.decode()?;
+            let shortages = e.shortages.iter().map(convert::shortage_from).collect();
+            (
+                order_id(&e.order_id)?,
+                Box::new(move |o| {
+                    o.cancel(Cancellation::out_of_stock(shortages), now)
+                        .unwrap_or_default()
+                }),
+            )
+        } else if event.is::<PaymentDeclined>() {
+            let e: PaymentDeclined = event.decode()?;
+            let detail = if e.message.is_empty() {
+                "payment declined".to_owned()
             } else {
-                let e: PaymentAuthorized = event.decode()?;
-                let payment_id = Uuid::parse_str(&e.payment_id).map_err(|_| {
-                    HandlerError::permanent(format!("payment id {:?} is not a UUID", e.payment_id))
-                })?;
-                (
-                    order_id(&e.order_id)?,
-                    Box::new(move |o| o.confirm(payment_id, now)),
-                )
+                e.message.clone()
             };
+            (
+                order_id(&e.order_id)?,
+                Box::new(move |o| {
+                    o.cancel(Cancellation::payment_declined(detail), now)
+                        .unwrap_or_default()
+                }),
+            )
+        } else {
+            let e: PaymentAuthorized = event.decode()?;
+            let payment_id = Uuid::parse_str(&e.payment_id).map_err(|_| {
+                HandlerError::permanent(format!("payment id {:?} is not a UUID", e.payment_id))
+            })?;
+            (
+                order_id(&e.order_id)?,
+                Box::new(move |o| o.confirm(payment_id, now)),
+            )
+        };
         let Some(order) = store::load(tx, id).await? else {
             // Our own order.placed precedes every reaction; an unknown id is not ours to fix.
             return Err(HandlerError::permanent(format!(

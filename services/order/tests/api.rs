@@ -45,13 +45,24 @@ async fn start() -> Running {
     let addr = app.grpc_addr();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
-    let client = OrderServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let client = OrderServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let js = nats.jetstream().await.unwrap();
-    Running { client, js, db, shutdown, _nats: nats }
+    Running {
+        client,
+        js,
+        db,
+        shutdown,
+        _nats: nats,
+    }
 }
 
 fn eur(minor: i64) -> Option<Money> {
-    Some(Money { amount_minor: minor, currency: "EUR".into() })
+    Some(Money {
+        amount_minor: minor,
+        currency: "EUR".into(),
+    })
 }
 
 fn request(key: &str) -> pb::PlaceOrderRequest {
@@ -60,8 +71,16 @@ fn request(key: &str) -> pb::PlaceOrderRequest {
         customer_id: "cust-1".into(),
         customer_email: "ada@example.com".into(),
         lines: vec![
-            OrderLine { sku: "SKU-1".into(), quantity: 2, unit_price: eur(1250) },
-            OrderLine { sku: "SKU-2".into(), quantity: 1, unit_price: eur(999) },
+            OrderLine {
+                sku: "SKU-1".into(),
+                quantity: 2,
+                unit_price: eur(1250),
+            },
+            OrderLine {
+                sku: "SKU-2".into(),
+                quantity: 1,
+                unit_price: eur(999),
+            },
         ],
         payment_token: "tok_ok".into(),
         currency: "EUR".into(),
@@ -70,12 +89,27 @@ fn request(key: &str) -> pb::PlaceOrderRequest {
 
 impl Running {
     async fn place(&mut self, key: &str) -> pb::Order {
-        self.client.place_order(request(key)).await.unwrap().into_inner().order.unwrap()
+        self.client
+            .place_order(request(key))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
     }
 
     async fn get(&mut self, id: &str, min_version: i64) -> pb::Order {
-        let req = pb::GetOrderRequest { order_id: id.into(), min_version: Some(min_version) };
-        self.client.get_order(req).await.unwrap().into_inner().order.unwrap()
+        let req = pb::GetOrderRequest {
+            order_id: id.into(),
+            min_version: Some(min_version),
+        };
+        self.client
+            .get_order(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
     }
 
     async fn publish<E: jetmart_proto::Event>(&self, source: &str, aggregate: &str, event: &E) {
@@ -83,7 +117,9 @@ impl Running {
         self.js
             .send_publish(
                 e.subject.clone(),
-                async_nats::jetstream::message::PublishMessage::build().headers(e.nats_headers()).payload(e.payload.clone()),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .headers(e.nats_headers())
+                    .payload(e.payload.clone()),
             )
             .await
             .unwrap()
@@ -93,7 +129,10 @@ impl Running {
 
     async fn events(&self) -> i64 {
         let pool = self.db.pool().await.unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM order_events").fetch_one(&pool).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM order_events")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
     }
 }
 
@@ -110,16 +149,25 @@ async fn place_then_read_your_write_with_totals_and_history() {
     assert_eq!(read.history.len(), 1);
     assert_eq!(read.history[0].status(), OrderStatus::Pending);
     // The event is on the ORDER stream with its CloudEvents headers.
-    let mut stream = s.js.get_stream("ORDER").await.unwrap();
+    let stream = s.js.get_stream("ORDER").await.unwrap();
     wait_until("order.placed published", Duration::from_secs(10), || {
         let mut stream = stream.clone();
         async move { stream.info().await.unwrap().state.messages >= 1 }
     })
     .await;
-    let msg = stream.get_last_raw_message_by_subject(&format!("order.placed.{}", placed.order_id)).await.unwrap();
-    assert_eq!(msg.headers.get("ce-type").unwrap().as_str(), "jetmart.order.v1.OrderPlaced");
+    let msg = stream
+        .get_last_raw_message_by_subject(&format!("order.placed.{}", placed.order_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        msg.headers.get("ce-type").unwrap().as_str(),
+        "jetmart.order.v1.OrderPlaced"
+    );
     assert_eq!(msg.headers.get("ce-source").unwrap().as_str(), "order");
-    assert_eq!(msg.headers.get("Nats-Msg-Id").unwrap().as_str(), msg.headers.get("ce-id").unwrap().as_str());
+    assert_eq!(
+        msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
+        msg.headers.get("ce-id").unwrap().as_str()
+    );
     s.shutdown.cancel();
 }
 
@@ -137,7 +185,15 @@ async fn the_same_idempotency_key_gives_one_order_and_a_different_request_is_ref
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let mut c = s.client.clone();
-        tasks.push(tokio::spawn(async move { c.place_order(request("k-race")).await.unwrap().into_inner().order.unwrap().order_id }));
+        tasks.push(tokio::spawn(async move {
+            c.place_order(request("k-race"))
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+                .order_id
+        }));
     }
     let mut ids = Vec::new();
     for t in tasks {
@@ -153,49 +209,108 @@ async fn the_same_idempotency_key_gives_one_order_and_a_different_request_is_ref
 async fn invalid_requests_name_every_bad_field_and_change_nothing() {
     let mut s = start().await;
     let cases: Vec<(pb::PlaceOrderRequest, &str)> = vec![
-        (pb::PlaceOrderRequest { lines: vec![], ..request("k") }, "lines"),
         (
             pb::PlaceOrderRequest {
-                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 0, unit_price: eur(100) }],
+                lines: vec![],
+                ..request("k")
+            },
+            "lines",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                lines: vec![OrderLine {
+                    sku: "SKU-1".into(),
+                    quantity: 0,
+                    unit_price: eur(100),
+                }],
                 ..request("k")
             },
             "lines[0].quantity",
         ),
         (
             pb::PlaceOrderRequest {
-                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1_000_000, unit_price: eur(100) }],
+                lines: vec![OrderLine {
+                    sku: "SKU-1".into(),
+                    quantity: 1_000_000,
+                    unit_price: eur(100),
+                }],
                 ..request("k")
             },
             "lines[0].quantity",
         ),
-        (pb::PlaceOrderRequest { currency: "XXX".into(), ..request("k") }, "currency"),
         (
             pb::PlaceOrderRequest {
-                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1, unit_price: Some(Money { amount_minor: 1, currency: "USD".into() }) }],
+                currency: "XXX".into(),
+                ..request("k")
+            },
+            "currency",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                lines: vec![OrderLine {
+                    sku: "SKU-1".into(),
+                    quantity: 1,
+                    unit_price: Some(Money {
+                        amount_minor: 1,
+                        currency: "USD".into(),
+                    }),
+                }],
                 ..request("k")
             },
             "lines[0].unit_price.currency",
         ),
-        (pb::PlaceOrderRequest { customer_email: "not-an-email".into(), ..request("k") }, "customer_email"),
         (
             pb::PlaceOrderRequest {
-                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1, unit_price: eur(-5) }],
+                customer_email: "not-an-email".into(),
+                ..request("k")
+            },
+            "customer_email",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                lines: vec![OrderLine {
+                    sku: "SKU-1".into(),
+                    quantity: 1,
+                    unit_price: eur(-5),
+                }],
                 ..request("k")
             },
             "lines[0].unit_price.amount_minor",
         ),
         (
             pb::PlaceOrderRequest {
-                lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1000, unit_price: eur(i64::MAX / 10) }],
+                lines: vec![OrderLine {
+                    sku: "SKU-1".into(),
+                    quantity: 1000,
+                    unit_price: eur(i64::MAX / 10),
+                }],
                 ..request("k")
             },
             "lines[0]",
         ),
-        (pb::PlaceOrderRequest { customer_id: "x".repeat(10_000), ..request("k") }, "customer_id"),
-        (pb::PlaceOrderRequest { idempotency_key: String::new(), ..request("k") }, "idempotency_key"),
         (
             pb::PlaceOrderRequest {
-                lines: (0..200).map(|i| OrderLine { sku: format!("SKU-{i}"), quantity: 1, unit_price: eur(1) }).collect(),
+                customer_id: "x".repeat(10_000),
+                ..request("k")
+            },
+            "customer_id",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                idempotency_key: String::new(),
+                ..request("k")
+            },
+            "idempotency_key",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                lines: (0..200)
+                    .map(|i| OrderLine {
+                        sku: format!("SKU-{i}"),
+                        quantity: 1,
+                        unit_price: eur(1),
+                    })
+                    .collect(),
                 ..request("k")
             },
             "lines",
@@ -204,23 +319,52 @@ async fn invalid_requests_name_every_bad_field_and_change_nothing() {
     for (req, field) in cases {
         let status = s.client.place_order(req).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        let bad = status.get_details_bad_request().expect("BadRequest details");
+        let bad = status
+            .get_details_bad_request()
+            .expect("BadRequest details");
         assert!(
-            bad.field_violations.iter().any(|v| v.field.starts_with(field)),
+            bad.field_violations
+                .iter()
+                .any(|v| v.field.starts_with(field)),
             "expected a violation on {field}, got {:?}",
             bad.field_violations
         );
     }
-    let bad_id = s.client.get_order(pb::GetOrderRequest { order_id: "nope".into(), min_version: None }).await.unwrap_err();
+    let bad_id = s
+        .client
+        .get_order(pb::GetOrderRequest {
+            order_id: "nope".into(),
+            min_version: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(bad_id.code(), Code::InvalidArgument);
     let unknown = s
         .client
-        .get_order(pb::GetOrderRequest { order_id: uuid::Uuid::now_v7().to_string(), min_version: None })
+        .get_order(pb::GetOrderRequest {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            min_version: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
-    let bad_page = s.client.list_orders(pb::ListOrdersRequest { customer_id: "c".into(), page_size: 1000, page_token: "zz".into() }).await.unwrap_err();
-    assert_eq!(bad_page.get_details_bad_request().unwrap().field_violations.len(), 2);
+    let bad_page = s
+        .client
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: "c".into(),
+            page_size: 1000,
+            page_token: "zz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_page
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .len(),
+        2
+    );
     assert_eq!(s.events().await, 0, "nothing was written");
     s.shutdown.cancel();
 }
@@ -230,20 +374,52 @@ async fn saga_reactions_confirm_or_cancel_and_late_news_does_no_harm() {
     let mut s = start().await;
     // Payment authorized -> CONFIRMED; a duplicate and a late decline change nothing.
     let a = s.place("k-a").await;
-    let auth = PaymentAuthorized { order_id: a.order_id.clone(), payment_id: uuid::Uuid::now_v7().to_string(), ..Default::default() };
+    let auth = PaymentAuthorized {
+        order_id: a.order_id.clone(),
+        payment_id: uuid::Uuid::now_v7().to_string(),
+        ..Default::default()
+    };
     s.publish("payment", &a.order_id, &auth).await;
     s.publish("payment", &a.order_id, &auth).await;
     let confirmed = s.get(&a.order_id, 2).await;
     assert_eq!(confirmed.status(), OrderStatus::Confirmed);
     assert_eq!(confirmed.payment_id, auth.payment_id);
-    s.publish("payment", &a.order_id, &PaymentDeclined { order_id: a.order_id.clone(), ..Default::default() }).await;
-    let refused = s.client.cancel_order(pb::CancelOrderRequest { order_id: a.order_id.clone(), reason: String::new() }).await.unwrap_err();
+    s.publish(
+        "payment",
+        &a.order_id,
+        &PaymentDeclined {
+            order_id: a.order_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let refused = s
+        .client
+        .cancel_order(pb::CancelOrderRequest {
+            order_id: a.order_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
 
     // Out of stock -> CANCELLED with the shortages.
     let b = s.place("k-b").await;
-    let shortage = Shortage { sku: "SKU-1".into(), requested: 2, available: 1 };
-    s.publish("inventory", &b.order_id, &StockRejected { order_id: b.order_id.clone(), shortages: vec![shortage.clone()], ..Default::default() }).await;
+    let shortage = Shortage {
+        sku: "SKU-1".into(),
+        requested: 2,
+        available: 1,
+    };
+    s.publish(
+        "inventory",
+        &b.order_id,
+        &StockRejected {
+            order_id: b.order_id.clone(),
+            shortages: vec![shortage.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
     let cancelled = s.get(&b.order_id, 2).await;
     assert_eq!(cancelled.status(), OrderStatus::Cancelled);
     assert_eq!(cancelled.cancel_reason(), CancelReason::OutOfStock);
@@ -251,17 +427,55 @@ async fn saga_reactions_confirm_or_cancel_and_late_news_does_no_harm() {
 
     // Customer cancel while PENDING; then a late authorization confirms nothing.
     let c = s.place("k-c").await;
-    let by_customer = s.client.cancel_order(pb::CancelOrderRequest { order_id: c.order_id.clone(), reason: "changed my mind".into() }).await.unwrap().into_inner().order.unwrap();
+    let by_customer = s
+        .client
+        .cancel_order(pb::CancelOrderRequest {
+            order_id: c.order_id.clone(),
+            reason: "changed my mind".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
     assert_eq!(by_customer.status(), OrderStatus::Cancelled);
     assert_eq!(by_customer.cancel_reason(), CancelReason::Customer);
-    let again = s.client.cancel_order(pb::CancelOrderRequest { order_id: c.order_id.clone(), reason: String::new() }).await.unwrap().into_inner().order.unwrap();
-    assert_eq!(again.version, by_customer.version, "cancelling twice is harmless");
-    let late = PaymentAuthorized { order_id: c.order_id.clone(), payment_id: uuid::Uuid::now_v7().to_string(), ..Default::default() };
+    let again = s
+        .client
+        .cancel_order(pb::CancelOrderRequest {
+            order_id: c.order_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        again.version, by_customer.version,
+        "cancelling twice is harmless"
+    );
+    let late = PaymentAuthorized {
+        order_id: c.order_id.clone(),
+        payment_id: uuid::Uuid::now_v7().to_string(),
+        ..Default::default()
+    };
     s.publish("payment", &c.order_id, &late).await;
     // Then a marker event on another order: once it is handled, the late one was too (same consumer).
     let d = s.place("k-d").await;
-    s.publish("payment", &d.order_id, &PaymentDeclined { order_id: d.order_id.clone(), ..Default::default() }).await;
-    assert_eq!(s.get(&d.order_id, 2).await.cancel_reason(), CancelReason::PaymentDeclined);
+    s.publish(
+        "payment",
+        &d.order_id,
+        &PaymentDeclined {
+            order_id: d.order_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        s.get(&d.order_id, 2).await.cancel_reason(),
+        CancelReason::PaymentDeclined
+    );
     let c_now = s.get(&c.order_id, 2).await;
     assert_eq!(c_now.status(), OrderStatus::Cancelled);
     assert_eq!(c_now.version, 2, "the late authorization appended nothing");
@@ -279,12 +493,16 @@ async fn list_pages_through_a_customers_orders_and_rebuild_keeps_the_read_model(
     wait_until("projection caught up", Duration::from_secs(10), || {
         let mut c = s.client.clone();
         async move {
-            c.list_orders(pb::ListOrdersRequest { customer_id: "cust-1".into(), page_size: 100, page_token: String::new() })
-                .await
-                .unwrap()
-                .into_inner()
-                .orders
-                .len()
+            c.list_orders(pb::ListOrdersRequest {
+                customer_id: "cust-1".into(),
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .orders
+            .len()
                 == 7
         }
     })
@@ -294,7 +512,11 @@ async fn list_pages_through_a_customers_orders_and_rebuild_keeps_the_read_model(
     loop {
         let page = s
             .client
-            .list_orders(pb::ListOrdersRequest { customer_id: "cust-1".into(), page_size: 3, page_token: token })
+            .list_orders(pb::ListOrdersRequest {
+                customer_id: "cust-1".into(),
+                page_size: 3,
+                page_token: token,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -312,7 +534,10 @@ async fn list_pages_through_a_customers_orders_and_rebuild_keeps_the_read_model(
     let pool = s.db.pool().await.unwrap();
     let rebuilt = jetmart_order::projection::rebuild(&pool).await.unwrap();
     assert_eq!(rebuilt.orders, 7);
-    assert_eq!(s.get(&placed[3].order_id, 1).await.order_id, placed[3].order_id);
+    assert_eq!(
+        s.get(&placed[3].order_id, 1).await.order_id,
+        placed[3].order_id
+    );
     // The projection keeps working on the swapped-in table.
     let more = s.place("k-after").await;
     assert_eq!(s.get(&more.order_id, 1).await.order_id, more.order_id);

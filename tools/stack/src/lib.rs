@@ -25,12 +25,42 @@ pub struct ServiceKind {
 
 /// Every jetmart service, in start order.
 pub const SERVICES: &[ServiceKind] = &[
-    ServiceKind { name: "order", database: true, redis: false, smtp: false },
-    ServiceKind { name: "inventory", database: true, redis: true, smtp: false },
-    ServiceKind { name: "payment", database: true, redis: false, smtp: false },
-    ServiceKind { name: "notification", database: true, redis: false, smtp: true },
-    ServiceKind { name: "survey", database: true, redis: false, smtp: false },
-    ServiceKind { name: "analytics", database: false, redis: true, smtp: false },
+    ServiceKind {
+        name: "order",
+        database: true,
+        redis: false,
+        smtp: false,
+    },
+    ServiceKind {
+        name: "inventory",
+        database: true,
+        redis: true,
+        smtp: false,
+    },
+    ServiceKind {
+        name: "payment",
+        database: true,
+        redis: false,
+        smtp: false,
+    },
+    ServiceKind {
+        name: "notification",
+        database: true,
+        redis: false,
+        smtp: true,
+    },
+    ServiceKind {
+        name: "survey",
+        database: true,
+        redis: false,
+        smtp: false,
+    },
+    ServiceKind {
+        name: "analytics",
+        database: false,
+        redis: true,
+        smtp: false,
+    },
 ];
 
 pub enum Nats {
@@ -65,17 +95,30 @@ pub struct InfraOptions {
 impl Infra {
     pub async fn start(opts: &InfraOptions) -> anyhow::Result<Self> {
         let nats = if opts.nats_nodes > 1 {
-            Nats::Cluster(NatsCluster::start(opts.nats_nodes).await.context("starting the NATS cluster")?)
+            Nats::Cluster(
+                NatsCluster::start(opts.nats_nodes)
+                    .await
+                    .context("starting the NATS cluster")?,
+            )
         } else {
             Nats::Single(NatsServer::start().await.context("starting NATS")?)
         };
         let pg = PgCluster::start().await.context("starting Postgres")?;
         for s in SERVICES.iter().filter(|s| s.database) {
-            pg.create_database(s.name).await.with_context(|| format!("creating database {}", s.name))?;
+            pg.create_database(s.name)
+                .await
+                .with_context(|| format!("creating database {}", s.name))?;
         }
         let redis = RedisServer::start().await.context("starting Redis")?;
-        let smtp = SmtpSink::start_in(&opts.maildir, free_port()?).await.context("starting the SMTP sink")?;
-        Ok(Self { nats, pg, redis, smtp })
+        let smtp = SmtpSink::start_in(&opts.maildir, free_port()?)
+            .await
+            .context("starting the SMTP sink")?;
+        Ok(Self {
+            nats,
+            pg,
+            redis,
+            smtp,
+        })
     }
 
     /// Environment of one service process.
@@ -99,14 +142,19 @@ impl Infra {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Where the service binaries are: beside this executable (cargo puts every workspace binary
 /// of a profile in one directory).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    Ok(exe.parent().context("executable has no directory")?.to_path_buf())
+    Ok(exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf())
 }
 
 /// One running service process.
@@ -122,13 +170,32 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    pub fn new(kind: ServiceKind, replica: usize, grpc: u16, http: u16, env: BTreeMap<String, String>, log_dir: &Path) -> anyhow::Result<Self> {
+    pub fn new(
+        kind: ServiceKind,
+        replica: usize,
+        grpc: u16,
+        http: u16,
+        env: BTreeMap<String, String>,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let bin = bin_dir()?.join(format!("jetmart-{}", kind.name));
         if !bin.is_file() {
-            bail!("{} is not built (cargo build --workspace --bins)", bin.display());
+            bail!(
+                "{} is not built (cargo build --workspace --bins)",
+                bin.display()
+            );
         }
         let log = log_dir.join(format!("{}-{replica}.log", kind.name));
-        Ok(Self { kind, replica, grpc, http, env, bin, log, child: None })
+        Ok(Self {
+            kind,
+            replica,
+            grpc,
+            http,
+            env,
+            bin,
+            log,
+            child: None,
+        })
     }
 
     pub fn label(&self) -> String {
@@ -141,15 +208,29 @@ impl ServiceProcess {
 
     /// Runs `jetmart-<svc> <args>` once with this process's environment (e.g. `seed-demo`).
     pub async fn run_command(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.bin).args(args).envs(&self.env).env("LOG_FORMAT", "text").env("RUST_LOG", "warn").output().await?;
+        let out = Command::new(&self.bin)
+            .args(args)
+            .envs(&self.env)
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .output()
+            .await?;
         if !out.status.success() {
-            bail!("{} {} failed: {}", self.bin.display(), args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{} {} failed: {}",
+                self.bin.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let mut cmd = Command::new(&self.bin);
         cmd.envs(&self.env)
             .env("GRPC_ADDR", format!("127.0.0.1:{}", self.grpc))
@@ -168,7 +249,10 @@ impl ServiceProcess {
                 Ok(())
             });
         }
-        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.bin.display()))?);
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("starting {}", self.bin.display()))?,
+        );
         Ok(())
     }
 
@@ -184,7 +268,9 @@ impl ServiceProcess {
     pub async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
         match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status.ok(),
@@ -199,16 +285,27 @@ impl ServiceProcess {
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if http_get(self.http, "/readyz").await.is_ok_and(|(code, _)| code == 200) {
+            if http_get(self.http, "/readyz")
+                .await
+                .is_ok_and(|(code, _)| code == 200)
+            {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!("{} exited with {status} during start:\n{}", self.label(), tail(&self.log, 20));
+                bail!(
+                    "{} exited with {status} during start:\n{}",
+                    self.label(),
+                    tail(&self.log, 20)
+                );
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("{} not ready after {timeout:?}:\n{}", self.label(), tail(&self.log, 20));
+                bail!(
+                    "{} not ready after {timeout:?}:\n{}",
+                    self.label(),
+                    tail(&self.log, 20)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -229,11 +326,23 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// A minimal HTTP/1.1 GET on loopback: (status, body).
 pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }

@@ -12,7 +12,11 @@ use jetmart_proto::order::v1::{GetOrderRequest, OrderStatus, PlaceOrderRequest};
 use jetmart_stack::{Infra, InfraOptions, SERVICES, ServiceProcess};
 
 #[derive(Debug, Parser)]
-#[command(name = "jetmart-stack", version, about = "Run jetmart locally: NATS, Postgres, Redis, an SMTP sink and every service")]
+#[command(
+    name = "jetmart-stack",
+    version,
+    about = "Run jetmart locally: NATS, Postgres, Redis, an SMTP sink and every service"
+)]
 struct Args {
     /// First gRPC port; services get consecutive ports (order, inventory, payment, notification, survey, analytics).
     #[arg(long, default_value_t = 50051)]
@@ -37,8 +41,16 @@ async fn main() -> anyhow::Result<()> {
     let logs = args.dir.join("logs");
     let maildir = args.dir.join("mail");
     std::fs::create_dir_all(&logs)?;
-    println!("jetmart local stack (logs in {}, mail in {})", logs.display(), maildir.join("new").display());
-    let infra = Infra::start(&InfraOptions { nats_nodes: 1, maildir: maildir.clone() }).await?;
+    println!(
+        "jetmart local stack (logs in {}, mail in {})",
+        logs.display(),
+        maildir.join("new").display()
+    );
+    let infra = Infra::start(&InfraOptions {
+        nats_nodes: 1,
+        maildir: maildir.clone(),
+    })
+    .await?;
     println!("  NATS        {}", infra.nats.url());
     println!("  Postgres    {}", infra.pg.admin_url());
     println!("  Redis       {}", infra.redis.url());
@@ -55,24 +67,33 @@ async fn main() -> anyhow::Result<()> {
     if let Some(inventory) = services.iter().find(|s| s.kind.name == "inventory") {
         inventory.run_command(&["migrate"]).await?;
         let seeded = inventory.run_command(&["seed-demo"]).await?;
-        println!("  catalog     {}", seeded.lines().next().unwrap_or("seeded"));
+        println!(
+            "  catalog     {}",
+            seeded.lines().next().unwrap_or("seeded")
+        );
     }
     for s in &mut services {
         s.spawn()?;
     }
     for s in &mut services {
         s.wait_ready(Duration::from_secs(60)).await?;
-        println!("  {:<11} grpc localhost:{}  http localhost:{}  ready", s.kind.name, s.grpc, s.http);
+        println!(
+            "  {:<11} grpc localhost:{}  http localhost:{}  ready",
+            s.kind.name, s.grpc, s.http
+        );
     }
 
-    if args.demo {
-        if let Err(e) = demo(args.grpc_port, &infra).await {
-            println!("demo failed: {e:#}");
-        }
+    if args.demo
+        && let Err(e) = demo(args.grpc_port, &infra).await
+    {
+        println!("demo failed: {e:#}");
     }
     println!("\nTry:");
     println!("  grpcurl -plaintext localhost:{} list", args.grpc_port);
-    println!("  grpcurl -plaintext localhost:{} describe jetmart.order.v1.OrderService", args.grpc_port);
+    println!(
+        "  grpcurl -plaintext localhost:{} describe jetmart.order.v1.OrderService",
+        args.grpc_port
+    );
     println!("  ls {}   # received emails", maildir.join("new").display());
     if !args.once {
         println!("\nRunning. Ctrl-C stops everything.");
@@ -81,14 +102,19 @@ async fn main() -> anyhow::Result<()> {
     println!("stopping...");
     for s in services.iter_mut().rev() {
         let status = s.stop(Duration::from_secs(15)).await;
-        println!("  {:<11} {}", s.kind.name, status.map_or("killed".into(), |st| st.to_string()));
+        println!(
+            "  {:<11} {}",
+            s.kind.name,
+            status.map_or("killed".into(), |st| st.to_string())
+        );
     }
     drop(infra);
     Ok(())
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -97,34 +123,67 @@ async fn wait_for_signal() {
 
 async fn demo(order_port: u16, infra: &Infra) -> anyhow::Result<()> {
     let mut client = OrderServiceClient::connect(format!("http://127.0.0.1:{order_port}")).await?;
-    let eur = |minor| Some(Money { amount_minor: minor, currency: "EUR".into() });
+    let eur = |minor| {
+        Some(Money {
+            amount_minor: minor,
+            currency: "EUR".into(),
+        })
+    };
     let req = PlaceOrderRequest {
         idempotency_key: uuid::Uuid::now_v7().to_string(),
         customer_id: "demo-customer".into(),
         customer_email: "ada@example.com".into(),
         lines: vec![
-            OrderLine { sku: "SKU-0001".into(), quantity: 2, unit_price: eur(1999) },
-            OrderLine { sku: "SKU-0002".into(), quantity: 1, unit_price: eur(4500) },
+            OrderLine {
+                sku: "SKU-0001".into(),
+                quantity: 2,
+                unit_price: eur(1999),
+            },
+            OrderLine {
+                sku: "SKU-0002".into(),
+                quantity: 1,
+                unit_price: eur(4500),
+            },
         ],
         payment_token: "tok_visa".into(),
         currency: "EUR".into(),
     };
     let started = Instant::now();
-    let placed = client.place_order(req).await?.into_inner().order.context("no order in the response")?;
-    println!("\ndemo order {} placed: {:?}", placed.order_id, placed.status());
+    let placed = client
+        .place_order(req)
+        .await?
+        .into_inner()
+        .order
+        .context("no order in the response")?;
+    println!(
+        "\ndemo order {} placed: {:?}",
+        placed.order_id,
+        placed.status()
+    );
     let mut last = placed.status();
     let mut version = placed.version;
     while !matches!(last, OrderStatus::Confirmed | OrderStatus::Cancelled) {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "order still {last:?} after 30 s");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "order still {last:?} after 30 s"
+        );
         // Read-your-writes: wait for the next version of the read model.
-        let req = GetOrderRequest { order_id: placed.order_id.clone(), min_version: Some(version + 1) };
+        let req = GetOrderRequest {
+            order_id: placed.order_id.clone(),
+            min_version: Some(version + 1),
+        };
         match client.get_order(req).await {
             Ok(r) => {
                 let o = r.into_inner().order.context("no order")?;
                 version = o.version;
                 if o.status() != last {
                     last = o.status();
-                    println!("  -> {:?} after {} ms {}", last, started.elapsed().as_millis(), o.cancel_detail);
+                    println!(
+                        "  -> {:?} after {} ms {}",
+                        last,
+                        started.elapsed().as_millis(),
+                        o.cancel_detail
+                    );
                 }
             }
             Err(s) if s.code() == tonic::Code::Unavailable => {}
@@ -136,7 +195,11 @@ async fn demo(order_port: u16, infra: &Infra) -> anyhow::Result<()> {
     while Instant::now() < deadline {
         let mails = infra.smtp.try_messages().unwrap_or_default();
         for m in mails.iter().skip(shown) {
-            println!("  email to {:?}: {:?}", m.to, m.subject.as_deref().unwrap_or(""));
+            println!(
+                "  email to {:?}: {:?}",
+                m.to,
+                m.subject.as_deref().unwrap_or("")
+            );
         }
         shown = mails.len();
         if shown >= 2 {
