@@ -1,3 +1,4 @@
 //! End-to-end tests of jetmart against real servers, and the fixtures they share.
 
 pub mod fixtures;
+pub mod system;

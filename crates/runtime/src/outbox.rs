@@ -324,11 +324,13 @@ impl Relay {
         )
         .await;
         let mut published = Vec::with_capacity(acks.len());
+        let mut duplicates = Vec::new();
         for (seq, result) in acks {
             match result {
                 Ok(Ok(ack)) => {
                     if ack.duplicate {
                         self.metrics.outbox_deduplicated.inc();
+                        duplicates.push(seq);
                     }
                     published.push(seq);
                 }
@@ -349,10 +351,13 @@ impl Relay {
         }
 
         if !published.is_empty() {
-            sqlx::query("UPDATE jetmart_outbox SET published_at = now() WHERE seq = ANY($1)")
-                .bind(&published)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE jetmart_outbox SET published_at = now(), duplicate = (seq = ANY($2)) WHERE seq = ANY($1)",
+            )
+            .bind(&published)
+            .bind(&duplicates)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(published.len() as u64);

@@ -96,6 +96,12 @@ pub async fn adjust_stock(
     // The ledger and the adjustment record reference the SKU's row, so it exists first; a
     // refused adjustment rolls the creation back with everything else.
     store::create_stock_row(&mut tx, &req.sku, req.new_sku_threshold).await?;
+    // Lock the row before claiming the key: the claim's foreign-key check takes a KEY SHARE
+    // lock on it, and two adjustments upgrading that to FOR UPDATE would deadlock each other.
+    let row = store::lock_stock(&mut tx, std::slice::from_ref(&req.sku))
+        .await?
+        .pop()
+        .ok_or_else(|| ServiceError::Aborted(format!("stock row of {} vanished", req.sku)))?;
     let record = AdjustmentRecord {
         adjustment_id: Uuid::now_v7(),
         sku: req.sku.clone(),
@@ -111,22 +117,14 @@ pub async fn adjust_stock(
                 key: req.idempotency_key.clone(),
             });
         }
-        let stock = store::lock_stock(&mut tx, std::slice::from_ref(&req.sku))
-            .await?
-            .pop()
-            .ok_or_else(|| ServiceError::NotFound(req.sku.clone()))?;
-        // Nothing changed: let the transaction roll back.
+        // Nothing changes: the transaction rolls back; the row read under the lock is current.
         return Ok(AdjustOutcome {
-            stock,
+            stock: row,
             applied: false,
             adjustment_id: existing.adjustment_id,
         });
     }
 
-    let row = store::lock_stock(&mut tx, std::slice::from_ref(&req.sku))
-        .await?
-        .pop()
-        .ok_or_else(|| ServiceError::Aborted(format!("stock row of {} vanished", req.sku)))?;
     let movement = Movement::Adjust {
         delta: req.delta,
         reason: req.reason.clone(),

@@ -1,2 +1,18 @@
-//! jetmart notification service: sends the order and survey emails.
+//! jetmart notification service: sends the order and survey emails, exactly one per (event,
+//! template) outside the kill window documented in [`handlers`].
+//!
+//! - [`domain`]: pure rules (templates, rendering, money, Message-IDs, redaction, SMTP outcomes).
+//! - [`mailer`]: the SMTP client (lettre, pooled) and its error mapping.
+//! - [`store`]: the notifications table.
+//! - [`handlers`]: reactions to `order.confirmed`, `order.cancelled` and `survey.requested`.
+//! - [`grpc`]: the `NotificationService` API; [`error`] maps failures to gRPC statuses in one place.
+//! - [`app`]: wiring; `main` only parses config and calls it.
+
+pub mod app;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod handlers;
+pub mod mailer;
+pub mod store;

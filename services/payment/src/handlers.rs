@@ -241,8 +241,8 @@ impl PaymentHandler {
             return Ok(());
         }
         if p.amount != amount {
-            // The row was created from order.cancelled's total; the reserved total is the one
-            // the gateway sees.
+            // A redelivered reservation must carry the original total (the gateway would refuse
+            // the key with another amount); a mismatch means upstream changed it.
             tracing::warn!(%order_id, recorded = %p.amount, reserved = %amount, "totals differ");
         }
 

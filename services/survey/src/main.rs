@@ -1,0 +1,30 @@
+use std::process::ExitCode;
+
+use jetmart_survey::app;
+use jetmart_survey::config::{Command, Config};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: Config = jetmart_kit::config::parse_or_exit();
+    if let Err(e) = config.validate() {
+        jetmart_kit::config::exit_invalid(&e);
+    }
+    let _telemetry = jetmart_kit::telemetry::init("survey", config.common.log_format);
+    let result = match config.command.unwrap_or(Command::Serve) {
+        Command::Migrate => app::migrate(&config).await.map_err(|e| e.to_string()),
+        Command::Serve => match app::build(config).await {
+            Ok(app) => app
+                .run(jetmart_kit::shutdown::on_signal())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}

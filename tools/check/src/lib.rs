@@ -1,0 +1,466 @@
+//! Invariant checker for a drained jetmart system (invariants of the event-flow design):
+//!
+//! 1. every accepted order is CONFIRMED or CANCELLED; nothing stays PENDING;
+//! 2. exactly one capture per CONFIRMED order; no capture and no open authorization for a
+//!    CANCELLED one;
+//! 3. per SKU: initial stock + adjustments = available + reserved + sold, never negative, and no
+//!    reservation left for a terminal order;
+//! 5. the dead-letter stream is empty, or each entry is an injected poison message.
+//!
+//! It reads the services' own databases (the source of truth, not their caches or read models)
+//! and the streams, and reports figures plus every violation it found.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use futures::StreamExt;
+use sqlx::{PgPool, Row};
+
+/// Header an injector puts on poison messages so they count as explained dead letters.
+pub const POISON_HEADER: &str = "jetmart-poison";
+
+/// Where to look.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub order_db: String,
+    pub inventory_db: String,
+    pub payment_db: String,
+    pub nats_url: String,
+    /// Other service databases whose outboxes count towards deduplicated publishes.
+    pub extra_dbs: Vec<String>,
+    /// JSON-lines outcomes of PlaceOrder calls (from the load generator).
+    pub outcomes: Option<PathBuf>,
+}
+
+/// One PlaceOrder call as the load generator recorded it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Outcome {
+    /// `ok`, `error` or `timeout`.
+    pub outcome: String,
+    #[serde(default)]
+    pub order_id: Option<String>,
+}
+
+/// What the checker found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub orders: u64,
+    pub confirmed: u64,
+    pub cancelled: u64,
+    pub pending: u64,
+    /// Accepted (PlaceOrder OK) but not in the order store.
+    pub lost: u64,
+    pub duplicate_captures: u64,
+    pub stock_drift: i64,
+    pub dead_letters: u64,
+    pub unexplained_dead_letters: u64,
+    pub redeliveries: u64,
+    pub deduplicated_publishes: u64,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn violate(&mut self, what: String) {
+        self.violations.push(what);
+    }
+
+    /// The one-line summary.
+    pub fn figure_line(&self) -> String {
+        format!(
+            "orders={} confirmed={} cancelled={} pending={} lost={} duplicate_captures={} stock_drift={} dead_letters={} unexplained_dead_letters={} redeliveries={} deduplicated_publishes={} violations={}",
+            self.orders,
+            self.confirmed,
+            self.cancelled,
+            self.pending,
+            self.lost,
+            self.duplicate_captures,
+            self.stock_drift,
+            self.dead_letters,
+            self.unexplained_dead_letters,
+            self.redeliveries,
+            self.deduplicated_publishes,
+            self.violations.len()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+async fn connect(url: &str, what: &str) -> anyhow::Result<PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to the {what} database"))
+}
+
+/// Runs every check.
+pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let order_db = connect(&sources.order_db, "order").await?;
+    let inventory_db = connect(&sources.inventory_db, "inventory").await?;
+    let payment_db = connect(&sources.payment_db, "payment").await?;
+
+    let orders = order_statuses(&order_db).await?;
+    check_orders(&orders, sources.outcomes.as_ref(), &mut report)?;
+    check_payments(&orders, &payment_db, &mut report).await?;
+    check_stock(&orders, &inventory_db, &mut report).await?;
+
+    let client = async_nats::connect(&sources.nats_url)
+        .await
+        .context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client);
+    check_captures_on_stream(&orders, &js, &mut report).await?;
+    check_dead_letters(&js, &mut report).await?;
+    report.redeliveries = redeliveries(&js).await?;
+
+    let mut dbs = vec![order_db, inventory_db, payment_db];
+    for url in &sources.extra_dbs {
+        dbs.push(connect(url, "service").await?);
+    }
+    for db in &dbs {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jetmart_outbox WHERE duplicate")
+            .fetch_one(db)
+            .await
+            .context("counting deduplicated publishes")?;
+        report.deduplicated_publishes += n as u64;
+    }
+    Ok(report)
+}
+
+/// Each order's status by its event store (the source of truth).
+async fn order_statuses(db: &PgPool) -> anyhow::Result<HashMap<String, Status>> {
+    let rows = sqlx::query(
+        "SELECT order_id::text AS id, bool_or(kind = 'confirmed') AS confirmed, bool_or(kind = 'cancelled') AS cancelled
+         FROM order_events GROUP BY order_id",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading the order event store")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let status = match (r.get::<bool, _>("confirmed"), r.get::<bool, _>("cancelled")) {
+                (true, false) => Status::Confirmed,
+                (false, true) => Status::Cancelled,
+                (false, false) => Status::Pending,
+                // Both is itself a violation; check_orders reports it through the count mismatch.
+                (true, true) => Status::Pending,
+            };
+            (r.get::<String, _>("id"), status)
+        })
+        .collect())
+}
+
+fn check_orders(
+    orders: &HashMap<String, Status>,
+    outcomes: Option<&PathBuf>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    report.orders = orders.len() as u64;
+    for (id, status) in orders {
+        match status {
+            Status::Confirmed => report.confirmed += 1,
+            Status::Cancelled => report.cancelled += 1,
+            Status::Pending => {
+                report.pending += 1;
+                if report.pending <= 20 {
+                    report.violate(format!(
+                        "order {id} is not terminal (PENDING, or both confirmed and cancelled)"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(path) = outcomes {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let o: Outcome = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+            if o.outcome == "ok" {
+                let id = o.order_id.unwrap_or_default();
+                if !orders.contains_key(&id) {
+                    report.lost += 1;
+                    if report.lost <= 20 {
+                        report.violate(format!(
+                            "accepted order {id} is not in the order store (lost)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_payments(
+    orders: &HashMap<String, Status>,
+    db: &PgPool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let rows = sqlx::query("SELECT order_id::text AS id, status FROM payments")
+        .fetch_all(db)
+        .await
+        .context("reading payments")?;
+    let payments: HashMap<String, String> = rows
+        .into_iter()
+        .map(|r| (r.get("id"), r.get("status")))
+        .collect();
+    for (id, status) in orders {
+        let payment = payments.get(id).map(String::as_str);
+        match (status, payment) {
+            (Status::Confirmed, Some("CAPTURED")) => {}
+            (Status::Confirmed, other) => report.violate(format!(
+                "confirmed order {id} has payment {other:?}, not one capture"
+            )),
+            (Status::Cancelled, Some("CAPTURED")) => {
+                report.violate(format!("cancelled order {id} was captured"))
+            }
+            (Status::Cancelled, Some("AUTHORIZED")) => {
+                report.violate(format!("cancelled order {id} has an open authorization"))
+            }
+            _ => {}
+        }
+    }
+    for id in payments.keys().filter(|id| !orders.contains_key(*id)) {
+        report.violate(format!("payment for unknown order {id}"));
+    }
+    Ok(())
+}
+
+async fn check_stock(
+    orders: &HashMap<String, Status>,
+    db: &PgPool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Stock arrives only through adjustments (the demo seed is one), so "initial" is zero.
+    let rows = sqlx::query(
+        "SELECT s.sku, s.available, s.reserved, s.sold,
+                COALESCE(sum(l.available_delta) FILTER (WHERE l.kind = 'adjust'), 0)::bigint AS adjusted,
+                COALESCE(sum(l.available_delta), 0)::bigint AS ledger_available,
+                COALESCE(sum(l.reserved_delta), 0)::bigint AS ledger_reserved,
+                COALESCE(sum(l.sold_delta), 0)::bigint AS ledger_sold,
+                COALESCE(min(LEAST(l.available_after, l.reserved_after, l.sold_after)), 0)::bigint AS lowest
+         FROM inventory_stock s LEFT JOIN inventory_ledger l ON l.sku = s.sku
+         GROUP BY s.sku, s.available, s.reserved, s.sold ORDER BY s.sku",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading stock and ledger")?;
+    for r in rows {
+        let sku: String = r.get("sku");
+        let (available, reserved, sold): (i64, i64, i64) =
+            (r.get("available"), r.get("reserved"), r.get("sold"));
+        let adjusted: i64 = r.get("adjusted");
+        let drift = adjusted - (available + reserved + sold);
+        if drift != 0 {
+            report.stock_drift += drift.abs();
+            report.violate(format!(
+                "SKU {sku}: adjustments {adjusted} != available {available} + reserved {reserved} + sold {sold}"
+            ));
+        }
+        let ledger = (
+            r.get::<i64, _>("ledger_available"),
+            r.get::<i64, _>("ledger_reserved"),
+            r.get::<i64, _>("ledger_sold"),
+        );
+        if ledger != (available, reserved, sold) {
+            report.violate(format!(
+                "SKU {sku}: ledger sums {ledger:?} != levels {:?}",
+                (available, reserved, sold)
+            ));
+        }
+        if available < 0 || reserved < 0 || sold < 0 || r.get::<i64, _>("lowest") < 0 {
+            report.violate(format!("SKU {sku}: stock went negative"));
+        }
+    }
+    let open = sqlx::query(
+        "SELECT DISTINCT order_id FROM inventory_reservations WHERE status = 'reserved'",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading reservations")?;
+    for r in open {
+        let id: String = r.get("order_id");
+        if matches!(orders.get(&id), Some(Status::Confirmed | Status::Cancelled)) {
+            report.violate(format!(
+                "order {id} is terminal but still holds a reservation"
+            ));
+        }
+    }
+    let committed = sqlx::query(
+        "SELECT DISTINCT order_id FROM inventory_reservations WHERE status = 'committed'",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading reservations")?;
+    for r in committed {
+        let id: String = r.get("order_id");
+        if orders.get(&id) != Some(&Status::Confirmed) {
+            report.violate(format!(
+                "stock was sold for order {id}, which is not confirmed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every message of a stream (optionally filtered), in order.
+async fn read_all(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<async_nats::Message>> {
+    let mut s = match js.get_stream(stream).await {
+        Ok(s) => s,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let info = s.info().await?.clone();
+    let total = if filter.is_empty() {
+        info.state.messages
+    } else {
+        let mut with = s.info_with_subjects(filter).await?;
+        let mut n = 0;
+        while let Some(entry) = with.next().await {
+            n += entry?.1 as u64;
+        }
+        n
+    };
+    let mut out = Vec::with_capacity(total as usize);
+    if total == 0 {
+        return Ok(out);
+    }
+    let consumer = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while (out.len() as u64) < total {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), messages.next())
+            .await
+            .context("reading a stream timed out")?
+            .context("stream ended early")??;
+        out.push(next.message);
+    }
+    Ok(out)
+}
+
+async fn check_captures_on_stream(
+    orders: &HashMap<String, Status>,
+    js: &async_nats::jetstream::Context,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let captured = read_all(js, "PAYMENT", "payment.captured.*").await?;
+    let mut per_order: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for m in &captured {
+        let order = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("ce-id"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        per_order.entry(order).or_default().insert(id);
+    }
+    for (order, ids) in &per_order {
+        if ids.len() > 1 {
+            report.duplicate_captures += ids.len() as u64 - 1;
+            report.violate(format!("order {order} was captured {} times", ids.len()));
+        }
+        if orders.get(order) != Some(&Status::Confirmed) {
+            report.violate(format!(
+                "payment.captured for order {order}, which is not confirmed"
+            ));
+        }
+    }
+    let confirmed_without = orders
+        .iter()
+        .filter(|(id, s)| **s == Status::Confirmed && !per_order.contains_key(*id))
+        .count();
+    if confirmed_without > 0 {
+        report.violate(format!(
+            "{confirmed_without} confirmed orders have no payment.captured event"
+        ));
+    }
+    Ok(())
+}
+
+async fn check_dead_letters(
+    js: &async_nats::jetstream::Context,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let letters = read_all(js, "DEADLETTER", "").await?;
+    report.dead_letters = letters.len() as u64;
+    for m in &letters {
+        let injected = m
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(POISON_HEADER).is_some());
+        if !injected {
+            report.unexplained_dead_letters += 1;
+            let error = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(jetmart_runtime::deadletter::header::ERROR))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            report.violate(format!("dead letter on {}: {error}", m.subject));
+        }
+    }
+    Ok(())
+}
+
+/// Deliveries beyond the first, over every durable consumer of every stream.
+async fn redeliveries(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for spec in jetmart_runtime::catalog::BUSINESS_STREAMS {
+        let Ok(stream) = js.get_stream(spec.name).await else {
+            continue;
+        };
+        let mut names = stream.consumer_names();
+        while let Some(name) = names.next().await {
+            let name = name?;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_consumer(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+            let info = consumer.info().await?.clone();
+            let filters: Vec<String> = if info.config.filter_subjects.is_empty() {
+                vec![if info.config.filter_subject.is_empty() {
+                    ">".into()
+                } else {
+                    info.config.filter_subject.clone()
+                }]
+            } else {
+                info.config.filter_subjects.clone()
+            };
+            let mut matched = 0u64;
+            let s = stream.clone();
+            for f in &filters {
+                let mut with = s.info_with_subjects(f).await?;
+                while let Some(entry) = with.next().await {
+                    matched += entry?.1 as u64;
+                }
+            }
+            total += info.delivered.consumer_sequence.saturating_sub(matched);
+        }
+    }
+    Ok(total)
+}
