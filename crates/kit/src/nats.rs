@@ -44,5 +44,17 @@ pub async fn connect(service: &str, args: &CommonArgs) -> Result<async_nats::Cli
                 }
             }
         });
-    Ok(opts.connect(args.nats_url.as_str()).await?)
+    // A comma-separated list names the nodes of a cluster; any one of them is a way in.
+    let servers = args
+        .nats_url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            NatsError::Connect(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
+    Ok(opts.connect(servers).await?)
 }

@@ -40,9 +40,12 @@ impl std::fmt::Debug for App {
     }
 }
 
-pub async fn migrate(config: &Config) -> Result<(), jetmart_kit::StartError> {
-    let pool = jetmart_kit::db::pool(&config.database_url, 2)?;
-    jetmart_runtime::migrate(&pool, &MIGRATOR).await?;
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    let pool =
+        jetmart_kit::db::pool(config.database_url()?, 2).map_err(jetmart_kit::StartError::from)?;
+    jetmart_runtime::migrate(&pool, &MIGRATOR)
+        .await
+        .map_err(jetmart_kit::StartError::from)?;
     Ok(())
 }
 
@@ -58,7 +61,7 @@ fn runner_config(spec: ConsumerSpec) -> RunnerConfig {
 
 pub async fn build(config: Config) -> Result<App, StartError> {
     let smtp = config.smtp()?;
-    let pool: PgPool = jetmart_kit::db::pool(&config.database_url, POOL_SIZE)
+    let pool: PgPool = jetmart_kit::db::pool(config.database_url()?, POOL_SIZE)
         .map_err(jetmart_kit::StartError::from)?;
     jetmart_runtime::migrate(&pool, &MIGRATOR)
         .await

@@ -17,13 +17,15 @@ use lettre::message::Mailbox;
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The notification service's own database.
+    /// The notification service's own database (required).
+    // Optional for clap so a missing value is reported by validate() naming DATABASE_URL: the
+    // kit's one-line clap error drops the names of missing required arguments.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-    /// SMTP relay: smtp://host[:port] (plain, or STARTTLS with SMTP_STARTTLS=true; port 25 by
-    /// default) or smtps://host[:port] (TLS from the first byte; port 465 by default).
+    pub database_url: Option<String>,
+    /// SMTP relay (required): smtp://host[:port] (plain, or STARTTLS with SMTP_STARTTLS=true;
+    /// port 25 by default) or smtps://host[:port] (TLS from the first byte; port 465 by default).
     #[arg(long, env = "SMTP_URL")]
-    pub smtp_url: String,
+    pub smtp_url: Option<String>,
     /// Require STARTTLS on an smtp:// relay (true|false).
     #[arg(long, env = "SMTP_STARTTLS", default_value_t = false, action = ArgAction::Set,
           value_parser = clap::builder::BoolValueParser::new())]
@@ -111,7 +113,7 @@ pub struct SmtpSettings {
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.common.validate()?;
-        jetmart_kit::config::require_postgres_url("DATABASE_URL", &self.database_url)?;
+        jetmart_kit::config::require_postgres_url("DATABASE_URL", self.database_url()?)?;
         let smtp = self.smtp()?;
         if smtp.security != SmtpSecurity::None {
             // Fails on a host name TLS cannot verify; better at start than on every send.
@@ -121,9 +123,13 @@ impl Config {
         Ok(())
     }
 
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        required("DATABASE_URL", self.database_url.as_deref())
+    }
+
     /// The SMTP settings, or the first bad one.
     pub fn smtp(&self) -> Result<SmtpSettings, ConfigError> {
-        let (host, port, smtps) = parse_smtp_url(&self.smtp_url)?;
+        let (host, port, smtps) = parse_smtp_url(required("SMTP_URL", self.smtp_url.as_deref())?)?;
         let security = match (smtps, self.smtp_starttls) {
             (true, _) => SmtpSecurity::Tls,
             (false, true) => SmtpSecurity::StartTls,
@@ -162,6 +168,12 @@ impl Config {
             timeout: Duration::from_secs(self.smtp_timeout_secs),
         })
     }
+}
+
+fn required<'a>(setting: &'static str, value: Option<&'a str>) -> Result<&'a str, ConfigError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ConfigError::new(setting, "is required"))
 }
 
 /// `smtp[s]://host[:port][/]` -> (host, port, smtps). Credentials in the URL are refused: they
@@ -289,6 +301,14 @@ mod tests {
         assert_eq!((user.as_str(), password.expose()), ("mailer", "hunter2"));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn missing_urls_are_named() {
+        let c = Config::try_parse_from(["x", "--smtp-url", "smtp://h:25"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().setting, "DATABASE_URL");
+        let c = Config::try_parse_from(["x", "--database-url", "postgres://h/d"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().setting, "SMTP_URL");
     }
 
     #[test]

@@ -20,9 +20,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Base of the emailed link `<SURVEY_PUBLIC_URL>/s/<token>`: where this service's HTTP port
-    /// is reachable by customers (http or https, no query or fragment).
+    /// is reachable by customers (http or https, no query or fragment). Required.
+    // Optional for clap so that a missing value is reported by validate(), naming the variable.
     #[arg(long, env = "SURVEY_PUBLIC_URL")]
-    pub public_url: String,
+    pub public_url: Option<String>,
     /// Minimum order total per currency, in minor units: `EUR:1000,USD:1000`. Orders in other
     /// currencies get no survey.
     #[arg(long, env = "SURVEY_MIN_ORDER", default_value = "EUR:1000,USD:1000", value_parser = parse_min_order)]
@@ -76,8 +77,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.common.validate()?;
         jetmart_kit::config::require_postgres_url("DATABASE_URL", &self.database_url)?;
-        validate_public_url(&self.public_url)
-            .map_err(|problem| ConfigError::new("SURVEY_PUBLIC_URL", problem))
+        let url = self
+            .public_url
+            .as_deref()
+            .ok_or_else(|| ConfigError::new("SURVEY_PUBLIC_URL", "is required"))?;
+        validate_public_url(url).map_err(|problem| ConfigError::new("SURVEY_PUBLIC_URL", problem))
     }
 
     /// The eligibility rules.
@@ -92,7 +96,8 @@ impl Config {
 
     /// The public base URL without a trailing slash.
     pub fn public_base(&self) -> String {
-        self.public_url.trim_end_matches('/').to_owned()
+        let url = self.public_url.as_deref().unwrap_or_default();
+        url.trim_end_matches('/').to_owned()
     }
 }
 

@@ -254,7 +254,7 @@ fn form_page(view: &FormView<'_>) -> String {
         view.errors
             .iter()
             .filter(|v| v.field == field)
-            .map(|v| message(v))
+            .map(message)
             .collect::<Vec<_>>()
     };
     let mut body = String::new();

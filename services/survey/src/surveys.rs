@@ -118,11 +118,12 @@ impl Surveys {
             Ok(valid) if violations.is_empty() => Ok(valid),
             Ok(_) => Err(violations),
             Err(found) => {
-                violations.extend(
-                    found
-                        .iter()
-                        .map(|v| FieldViolation::new(v.field(), v.to_string())),
-                );
+                violations.extend(found.iter().map(|v| {
+                    // The domain's messages start with the field name; the field is named apart.
+                    let text = v.to_string();
+                    let text = text.strip_prefix(v.field()).unwrap_or(&text).trim_start();
+                    FieldViolation::new(v.field(), text)
+                }));
                 Err(violations)
             }
         }

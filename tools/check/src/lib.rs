@@ -52,6 +52,8 @@ pub struct Report {
     /// Accepted (PlaceOrder OK) but not in the order store.
     pub lost: u64,
     pub duplicate_captures: u64,
+    /// Ledger movements of one kind repeated for one (order, SKU).
+    pub duplicate_stock_moves: u64,
     pub stock_drift: i64,
     pub dead_letters: u64,
     pub unexplained_dead_letters: u64,
@@ -72,13 +74,14 @@ impl Report {
     /// The one-line summary.
     pub fn figure_line(&self) -> String {
         format!(
-            "orders={} confirmed={} cancelled={} pending={} lost={} duplicate_captures={} stock_drift={} dead_letters={} unexplained_dead_letters={} redeliveries={} deduplicated_publishes={} violations={}",
+            "orders={} confirmed={} cancelled={} pending={} lost={} duplicate_captures={} duplicate_stock_moves={} stock_drift={} dead_letters={} unexplained_dead_letters={} redeliveries={} deduplicated_publishes={} violations={}",
             self.orders,
             self.confirmed,
             self.cancelled,
             self.pending,
             self.lost,
             self.duplicate_captures,
+            self.duplicate_stock_moves,
             self.stock_drift,
             self.dead_letters,
             self.unexplained_dead_letters,
@@ -104,6 +107,18 @@ async fn connect(url: &str, what: &str) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to the {what} database"))
 }
 
+/// Connects to NATS from a URL or a comma-separated list of a cluster's URLs.
+pub async fn connect_nats(urls: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = urls
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("NATS URL {urls:?}"))?;
+    async_nats::connect(servers)
+        .await
+        .with_context(|| format!("connecting to NATS at {urls}"))
+}
+
 /// Runs every check.
 pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
     let mut report = Report::default();
@@ -116,9 +131,7 @@ pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
     check_payments(&orders, &payment_db, &mut report).await?;
     check_stock(&orders, &inventory_db, &mut report).await?;
 
-    let client = async_nats::connect(&sources.nats_url)
-        .await
-        .context("connecting to NATS")?;
+    let client = connect_nats(&sources.nats_url).await?;
     let js = async_nats::jetstream::new(client);
     check_captures_on_stream(&orders, &js, &mut report).await?;
     check_dead_letters(&js, &mut report).await?;
@@ -463,4 +476,39 @@ async fn redeliveries(js: &async_nats::jetstream::Context) -> anyhow::Result<u64
         }
     }
     Ok(total)
+}
+
+/// True when every given outbox is empty and every durable consumer of every stream has
+/// nothing pending and nothing unacknowledged.
+pub async fn is_drained(
+    dbs: &[PgPool],
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<bool> {
+    for db in dbs {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL")
+                .fetch_one(db)
+                .await?;
+        if left > 0 {
+            return Ok(false);
+        }
+    }
+    for spec in jetmart_runtime::catalog::BUSINESS_STREAMS {
+        let Ok(stream) = js.get_stream(spec.name).await else {
+            continue;
+        };
+        let mut names = stream.consumer_names();
+        while let Some(name) = names.next().await {
+            let name = name?;
+            let mut c: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_consumer(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+            let info = c.info().await?;
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }

@@ -175,9 +175,14 @@ impl ServiceProcess {
         replica: usize,
         grpc: u16,
         http: u16,
-        env: BTreeMap<String, String>,
+        mut env: BTreeMap<String, String>,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
+        if kind.name == "survey" {
+            // The emailed survey link points at this replica's HTTP server.
+            env.entry("SURVEY_PUBLIC_URL".into())
+                .or_insert_with(|| format!("http://127.0.0.1:{http}"));
+        }
         let bin = bin_dir()?.join(format!("jetmart-{}", kind.name));
         if !bin.is_file() {
             bail!(

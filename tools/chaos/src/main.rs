@@ -1,0 +1,314 @@
+//! `jetmart-chaos`: the local chaos harness. Starts a 3-node NATS JetStream cluster (streams at 3
+//! replicas), Postgres, Redis, an SMTP sink and two replicas of every service as separate
+//! processes; places orders under load while a seeded schedule SIGKILLs service replicas, kills
+//! NATS nodes, crash-restarts Postgres, flushes Redis and injects poison messages; then drains and
+//! runs the invariant checker. Prints one figure line; exits 1 on any violation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use jetmart_chaos::{Fault, Plan};
+use jetmart_stack::{Infra, InfraOptions, Nats, SERVICES, ServiceProcess, free_port};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jetmart-chaos",
+    version,
+    about = "Kill jetmart's processes under load, then check nothing was lost or doubled"
+)]
+struct Args {
+    /// Orders to place.
+    #[arg(long, default_value_t = 300)]
+    orders: u64,
+    /// Offered orders per second.
+    #[arg(long, default_value_t = 40.0, allow_negative_numbers = true)]
+    rate: f64,
+    /// Replicas of every service.
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
+    #[arg(long, default_value_t = 10)]
+    service_kills: usize,
+    #[arg(long, default_value_t = 1)]
+    nats_kills: usize,
+    #[arg(long, default_value_t = 1)]
+    postgres_crashes: usize,
+    #[arg(long, default_value_t = 1)]
+    redis_flushes: usize,
+    /// Poison messages injected (each is dead-lettered by every consumer of order.placed).
+    #[arg(long, default_value_t = 3)]
+    poison: usize,
+    /// Milliseconds between faults.
+    #[arg(long, default_value_t = 700)]
+    every_ms: u64,
+    /// Milliseconds a killed process or node stays down.
+    #[arg(long, default_value_t = 300)]
+    down_ms: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Working directory for logs and mail; removed at the end unless --keep.
+    #[arg(long, default_value = ".local/chaos")]
+    dir: PathBuf,
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(64);
+        }
+    };
+    if let Err(e) = validate(&args) {
+        eprintln!("jetmart-chaos: {e}");
+        return ExitCode::from(64);
+    }
+    let outcome = tokio::select! {
+        r = run(&args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    // Every process and data directory the run started is gone by now (dropped), but the logs.
+    if !args.keep || outcome.is_err() {
+        let _ = std::fs::remove_dir_all(&args.dir);
+    }
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("jetmart-chaos: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(a: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.orders > 0, "--orders must be at least 1");
+    anyhow::ensure!(
+        a.rate.is_finite() && a.rate > 0.0,
+        "--rate must be a positive number of orders per second"
+    );
+    anyhow::ensure!(a.replicas > 0, "--replicas must be at least 1");
+    anyhow::ensure!(
+        a.every_ms > 0 && a.down_ms > 0,
+        "--every-ms and --down-ms must be positive"
+    );
+    plan(a, SERVICES.len() * a.replicas).schedule()?;
+    Ok(())
+}
+
+fn plan(a: &Args, processes: usize) -> Plan {
+    Plan {
+        service_kills: a.service_kills,
+        nats_kills: a.nats_kills,
+        postgres_crashes: a.postgres_crashes,
+        redis_flushes: a.redis_flushes,
+        processes,
+        nats_nodes: 3,
+        every: Duration::from_millis(a.every_ms),
+        seed: a.seed,
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<bool> {
+    let logs = args.dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let infra = Infra::start(&InfraOptions {
+        nats_nodes: 3,
+        maildir: args.dir.join("mail"),
+    })
+    .await?;
+    let mut procs = Vec::new();
+    let mut missing = Vec::new();
+    for kind in SERVICES {
+        for r in 0..args.replicas {
+            match ServiceProcess::new(
+                *kind,
+                r,
+                free_port()?,
+                free_port()?,
+                infra.env(kind, 3),
+                &logs,
+            ) {
+                Ok(p) => procs.push(p),
+                Err(_) => {
+                    missing.push(kind.name);
+                    break;
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("not in this build, not exercised: {}", missing.join(", "));
+    }
+    for p in procs.iter().filter(|p| p.replica == 0 && p.kind.database) {
+        p.run_command(&["migrate"]).await?;
+    }
+    if let Some(inv) = procs.iter().find(|p| p.kind.name == "inventory") {
+        inv.run_command(&["seed-demo"]).await?;
+    }
+    for p in &mut procs {
+        p.spawn()?;
+    }
+    for p in &mut procs {
+        p.wait_ready(Duration::from_secs(60)).await?;
+    }
+    let schedule = plan(args, procs.len()).schedule()?;
+    eprintln!(
+        "{} processes up; {} faults scheduled every {} ms",
+        procs.len(),
+        schedule.len(),
+        args.every_ms
+    );
+
+    let client = jetmart_check::connect_nats(&infra.nats.url()).await?;
+    let js = async_nats::jetstream::new(client);
+    inject_poison(&js, args.poison).await?;
+
+    let outcomes = args.dir.join("outcomes.jsonl");
+    let load = jetmart_loadgen::Options {
+        order_urls: procs
+            .iter()
+            .filter(|p| p.kind.name == "order")
+            .map(|p| format!("http://127.0.0.1:{}", p.grpc))
+            .collect(),
+        orders: args.orders,
+        rate: Some(args.rate),
+        concurrency: 16,
+        seed: args.seed,
+        decline_share: 0.05,
+        out_of_stock_share: 0.05,
+        timeout: Duration::from_secs(10),
+        out: Some(outcomes.clone()),
+        progress: false,
+    };
+    let loadgen = tokio::spawn(async move { jetmart_loadgen::run(&load).await });
+
+    let started = Instant::now();
+    let mut kills: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let down = Duration::from_millis(args.down_ms);
+    for (at, fault) in &schedule {
+        tokio::time::sleep_until((started + *at).into()).await;
+        *kills.entry(fault.target()).or_default() += 1;
+        match fault {
+            Fault::KillService { index } => {
+                let p = &mut procs[*index];
+                eprintln!(
+                    "{:>6.1}s kill {}",
+                    started.elapsed().as_secs_f64(),
+                    p.label()
+                );
+                p.kill().await;
+                tokio::time::sleep(down).await;
+                p.spawn()?;
+            }
+            Fault::KillNats { node } => {
+                let Nats::Cluster(cluster) = &infra.nats else {
+                    anyhow::bail!("NATS is not a cluster")
+                };
+                eprintln!(
+                    "{:>6.1}s kill nats node {node}",
+                    started.elapsed().as_secs_f64()
+                );
+                cluster.kill_node(*node);
+                tokio::time::sleep(down).await;
+                cluster
+                    .restart_node(*node)
+                    .await
+                    .context("restarting a NATS node")?;
+            }
+            Fault::CrashPostgres => {
+                eprintln!("{:>6.1}s crash postgres", started.elapsed().as_secs_f64());
+                infra.pg.crash();
+                tokio::time::sleep(down).await;
+                infra
+                    .pg
+                    .start_again()
+                    .await
+                    .context("restarting Postgres")?;
+            }
+            Fault::FlushRedis => {
+                eprintln!("{:>6.1}s flush redis", started.elapsed().as_secs_f64());
+                infra.redis.flushall().await.context("flushing Redis")?;
+            }
+        }
+    }
+    let last_fault = Instant::now();
+    let summary = loadgen.await??;
+    for p in &mut procs {
+        p.wait_ready(Duration::from_secs(120)).await?;
+    }
+    let dbs: Vec<sqlx::PgPool> = {
+        let mut v = Vec::new();
+        for s in SERVICES
+            .iter()
+            .filter(|s| s.database && procs.iter().any(|p| p.kind.name == s.name))
+        {
+            v.push(sqlx::PgPool::connect(&infra.pg.url_for(s.name)).await?);
+        }
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !jetmart_check::is_drained(&dbs, &js).await.unwrap_or(false) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not drained 180 s after the last fault"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained_after = last_fault.elapsed();
+
+    let sources = jetmart_check::Sources {
+        order_db: infra.pg.url_for("order"),
+        inventory_db: infra.pg.url_for("inventory"),
+        payment_db: infra.pg.url_for("payment"),
+        nats_url: infra.nats.url(),
+        extra_dbs: ["notification", "survey"]
+            .iter()
+            .filter(|n| procs.iter().any(|p| p.kind.name == **n))
+            .map(|n| infra.pg.url_for(n))
+            .collect(),
+        outcomes: Some(outcomes),
+    };
+    let report = jetmart_check::check(&sources).await?;
+    for v in &report.violations {
+        println!("VIOLATION {v}");
+    }
+    let kills_text: Vec<String> = kills.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    println!(
+        "chaos: calls={} ok={} failed={} kills={} {} drained_after_last_fault={:.1}s",
+        summary.records.len(),
+        summary.count("ok"),
+        summary.count("error") + summary.count("timeout"),
+        kills_text.join(","),
+        report.figure_line(),
+        drained_after.as_secs_f64()
+    );
+    for p in procs.iter_mut().rev() {
+        p.stop(Duration::from_secs(15)).await;
+    }
+    Ok(report.ok())
+}
+
+/// Garbage on a subscribed subject, marked so the checker counts its dead letters as explained.
+async fn inject_poison(js: &async_nats::jetstream::Context, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(jetmart_check::POISON_HEADER, "injected");
+        headers.insert("Nats-Msg-Id", format!("poison-{i}").as_str());
+        js.publish_with_headers(
+            format!("order.placed.poison-{i}"),
+            headers,
+            "not an event".into(),
+        )
+        .await?
+        .await?;
+    }
+    Ok(())
+}
