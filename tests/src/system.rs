@@ -82,14 +82,14 @@ fn common(nats: &str) -> Vec<String> {
 async fn spawn(kind: Kind, args: Vec<String>) -> Running {
     let argv = std::iter::once("svc".to_owned()).chain(args.iter().cloned());
     let shutdown = CancellationToken::new();
-    let (grpc, task) = match kind {
+    let (grpc, http, task) = match kind {
         Kind::Order => {
             let app = jetmart_order::app::build(
                 jetmart_order::config::Config::try_parse_from(argv).unwrap(),
             )
             .await
             .unwrap();
-            (app.grpc_addr(), tokio::spawn(app.run(shutdown.clone())))
+            (app.grpc_addr(), app.http_addr(), tokio::spawn(app.run(shutdown.clone())))
         }
         Kind::Inventory => {
             let app = jetmart_inventory::app::build(
@@ -97,7 +97,7 @@ async fn spawn(kind: Kind, args: Vec<String>) -> Running {
             )
             .await
             .unwrap();
-            (app.grpc_addr(), tokio::spawn(app.run(shutdown.clone())))
+            (app.grpc_addr(), app.http_addr(), tokio::spawn(app.run(shutdown.clone())))
         }
         Kind::Payment => {
             let app = jetmart_payment::app::build(
@@ -105,9 +105,11 @@ async fn spawn(kind: Kind, args: Vec<String>) -> Running {
             )
             .await
             .unwrap();
-            (app.grpc_addr(), tokio::spawn(app.run(shutdown.clone())))
+            (app.grpc_addr(), app.http_addr(), tokio::spawn(app.run(shutdown.clone())))
         }
     };
+    // Ready: streams and consumers provisioned.
+    jetmart_testkit::http::wait_ready(http, Duration::from_secs(30)).await;
     Running {
         kind,
         args,

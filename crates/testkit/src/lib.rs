@@ -24,6 +24,7 @@
 
 pub mod child;
 pub mod error;
+pub mod http;
 pub mod mail;
 pub mod nats;
 pub mod pg;

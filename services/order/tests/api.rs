@@ -42,9 +42,11 @@ async fn start() -> Running {
     ])
     .unwrap();
     let app = app::build(config).await.unwrap();
-    let addr = app.grpc_addr();
+    let (addr, http) = (app.grpc_addr(), app.http_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
+    // Ready = streams and consumers provisioned, so events published by the test have a stream.
+    jetmart_testkit::http::wait_ready(http, Duration::from_secs(30)).await;
     let client = OrderServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
