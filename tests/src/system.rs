@@ -89,7 +89,11 @@ async fn spawn(kind: Kind, args: Vec<String>) -> Running {
             )
             .await
             .unwrap();
-            (app.grpc_addr(), app.http_addr(), tokio::spawn(app.run(shutdown.clone())))
+            (
+                app.grpc_addr(),
+                app.http_addr(),
+                tokio::spawn(app.run(shutdown.clone())),
+            )
         }
         Kind::Inventory => {
             let app = jetmart_inventory::app::build(
@@ -97,7 +101,11 @@ async fn spawn(kind: Kind, args: Vec<String>) -> Running {
             )
             .await
             .unwrap();
-            (app.grpc_addr(), app.http_addr(), tokio::spawn(app.run(shutdown.clone())))
+            (
+                app.grpc_addr(),
+                app.http_addr(),
+                tokio::spawn(app.run(shutdown.clone())),
+            )
         }
         Kind::Payment => {
             let app = jetmart_payment::app::build(
@@ -105,7 +113,11 @@ async fn spawn(kind: Kind, args: Vec<String>) -> Running {
             )
             .await
             .unwrap();
-            (app.grpc_addr(), app.http_addr(), tokio::spawn(app.run(shutdown.clone())))
+            (
+                app.grpc_addr(),
+                app.http_addr(),
+                tokio::spawn(app.run(shutdown.clone())),
+            )
         }
     };
     // Ready: streams and consumers provisioned.
