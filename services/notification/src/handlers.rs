@@ -129,8 +129,15 @@ impl PgHandler for EmailHandler {
 
         let outcome = match &email.rendered {
             Ok(rendered) => {
+                let mut tags = vec![
+                    ("X-Jetmart-Order-Id", email.order_id.to_string()),
+                    ("X-Jetmart-Template", template.to_owned()),
+                ];
+                if let Some(survey) = &email.survey_id {
+                    tags.push(("X-Jetmart-Survey-Id", survey.clone()));
+                }
                 self.mailer
-                    .send(&email.recipient, &message_id, rendered)
+                    .send(&email.recipient, &message_id, rendered, &tags)
                     .await
             }
             Err(e) => Err(SmtpFailure::InvalidMessage(format!("rendering: {e}"))),

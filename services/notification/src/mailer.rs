@@ -1,6 +1,7 @@
 //! The SMTP adapter: lettre's pooled async transport, and the mapping of its errors to the
 //! domain's [`SmtpFailure`] (which decides retry or give up).
 
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -67,18 +68,26 @@ impl Mailer {
     }
 
     /// Sends `email` to `to` with the given Message-ID. `Ok` means the relay accepted it (250
-    /// after DATA).
+    /// after DATA). `tags` become `X-Jetmart-*` headers (order id, template, survey id) so a
+    /// mailbox can be reconciled with orders without parsing the body.
     pub async fn send(
         &self,
         to: &str,
         message_id: &str,
         email: &RenderedEmail,
+        tags: &[(&'static str, String)],
     ) -> Result<(), SmtpFailure> {
         let to: Address = to
             .parse()
             .map_err(|e| SmtpFailure::InvalidMessage(format!("recipient address: {e}")))?;
-        let message = Message::builder()
-            .message_id(Some(message_id.to_owned()))
+        let mut builder = Message::builder().message_id(Some(message_id.to_owned()));
+        for (name, value) in tags {
+            builder = builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value.clone(),
+            ));
+        }
+        let message = builder
             .from(self.from.clone())
             .to(Mailbox::new(None, to))
             .subject(email.subject.clone())

@@ -275,6 +275,18 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             .map(|n| infra.pg.url_for(n))
             .collect(),
         outcomes: Some(outcomes),
+        maildir: procs
+            .iter()
+            .any(|p| p.kind.name == "notification")
+            .then(|| infra.smtp.maildir().to_path_buf()),
+        survey_db: procs
+            .iter()
+            .any(|p| p.kind.name == "survey")
+            .then(|| infra.pg.url_for("survey")),
+        analytics_url: procs
+            .iter()
+            .find(|p| p.kind.name == "analytics")
+            .map(|p| format!("http://127.0.0.1:{}", p.grpc)),
     };
     let report = jetmart_check::check(&sources).await?;
     for v in &report.violations {

@@ -5,7 +5,11 @@
 //!    CANCELLED one;
 //! 3. per SKU: initial stock + adjustments = available + reserved + sold, never negative, and no
 //!    reservation left for a terminal order;
-//! 5. the dead-letter stream is empty, or each entry is an injected poison message.
+//! 4. exactly one confirmation email per CONFIRMED order, exactly one cancellation email per
+//!    CANCELLED order, at most one survey email per invitation, as the SMTP server received them
+//!    (when a maildir is given);
+//! 5. the dead-letter stream is empty, or each entry is an injected poison message;
+//! 6. analytics totals equal the counts in the owning services (when an analytics URL is given).
 //!
 //! It reads the services' own databases (the source of truth, not their caches or read models)
 //! and the streams, and reports figures plus every violation it found.
@@ -31,6 +35,12 @@ pub struct Sources {
     pub extra_dbs: Vec<String>,
     /// JSON-lines outcomes of PlaceOrder calls (from the load generator).
     pub outcomes: Option<PathBuf>,
+    /// Maildir the SMTP server wrote (`new/` inside it), for invariant 4.
+    pub maildir: Option<PathBuf>,
+    /// The survey database, to know the invitations (invariant 4).
+    pub survey_db: Option<String>,
+    /// Analytics gRPC endpoint, for invariant 6.
+    pub analytics_url: Option<String>,
 }
 
 /// One PlaceOrder call as the load generator recorded it.
@@ -55,6 +65,11 @@ pub struct Report {
     /// Ledger movements of one kind repeated for one (order, SKU).
     pub duplicate_stock_moves: u64,
     pub stock_drift: i64,
+    /// Emails received more than once with the same Message-ID: the documented duplicate of a
+    /// kill during the SMTP exchange (reported, not a violation).
+    pub duplicate_emails_same_message_id: u64,
+    /// Emails checked (0 when no maildir was given).
+    pub emails: u64,
     pub dead_letters: u64,
     pub unexplained_dead_letters: u64,
     pub redeliveries: u64,
@@ -74,7 +89,7 @@ impl Report {
     /// The one-line summary.
     pub fn figure_line(&self) -> String {
         format!(
-            "orders={} confirmed={} cancelled={} pending={} lost={} duplicate_captures={} duplicate_stock_moves={} stock_drift={} dead_letters={} unexplained_dead_letters={} redeliveries={} deduplicated_publishes={} violations={}",
+            "orders={} confirmed={} cancelled={} pending={} lost={} duplicate_captures={} duplicate_stock_moves={} stock_drift={} emails={} duplicate_emails_same_message_id={} dead_letters={} unexplained_dead_letters={} redeliveries={} deduplicated_publishes={} violations={}",
             self.orders,
             self.confirmed,
             self.cancelled,
@@ -83,6 +98,8 @@ impl Report {
             self.duplicate_captures,
             self.duplicate_stock_moves,
             self.stock_drift,
+            self.emails,
+            self.duplicate_emails_same_message_id,
             self.dead_letters,
             self.unexplained_dead_letters,
             self.redeliveries,
@@ -136,6 +153,17 @@ pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
     check_captures_on_stream(&orders, &js, &mut report).await?;
     check_dead_letters(&js, &mut report).await?;
     report.redeliveries = redeliveries(&js).await?;
+
+    if let Some(maildir) = &sources.maildir {
+        let invitations = match &sources.survey_db {
+            Some(url) => Some(invitations(&connect(url, "survey").await?).await?),
+            None => None,
+        };
+        check_emails(&orders, maildir, invitations.as_ref(), &mut report)?;
+    }
+    if let Some(url) = &sources.analytics_url {
+        check_analytics(&orders, url, &mut report).await?;
+    }
 
     let mut dbs = vec![order_db, inventory_db, payment_db];
     for url in &sources.extra_dbs {
@@ -511,4 +539,133 @@ pub async fn is_drained(
         }
     }
     Ok(true)
+}
+
+/// Survey ids of every invitation.
+async fn invitations(db: &PgPool) -> anyhow::Result<HashSet<String>> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT survey_id::text FROM survey_invitations")
+        .fetch_all(db)
+        .await
+        .context("reading survey invitations")?;
+    Ok(ids.into_iter().collect())
+}
+
+/// The header block of a stored message: (lower-case name, value) pairs.
+fn headers_of(raw: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in raw.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(last) = out.last_mut() {
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            out.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    out
+}
+
+fn check_emails(
+    orders: &HashMap<String, Status>,
+    maildir: &std::path::Path,
+    invitations: Option<&HashSet<String>>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // (template, order or survey id) -> distinct Message-IDs; plus copies per Message-ID.
+    let mut sent: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    let mut copies: HashMap<String, u64> = HashMap::new();
+    let dir = maildir.join("new");
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let raw = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let h = headers_of(&raw);
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let (Some(template), Some(message_id)) = (get("x-jetmart-template"), get("message-id"))
+        else {
+            continue;
+        };
+        report.emails += 1;
+        *copies.entry(message_id.clone()).or_default() += 1;
+        let key = if template == "survey_invitation" {
+            get("x-jetmart-survey-id").unwrap_or_default()
+        } else {
+            get("x-jetmart-order-id").unwrap_or_default()
+        };
+        sent.entry((template, key)).or_default().insert(message_id);
+    }
+    report.duplicate_emails_same_message_id = copies.values().map(|n| n - 1).sum();
+    for (id, status) in orders {
+        let (template, other) = match status {
+            Status::Confirmed => ("order_confirmed", "order_cancelled"),
+            Status::Cancelled => ("order_cancelled", "order_confirmed"),
+            Status::Pending => continue,
+        };
+        let n = sent
+            .get(&(template.to_owned(), id.clone()))
+            .map_or(0, HashSet::len);
+        if n != 1 {
+            report.violate(format!(
+                "order {id}: {n} distinct {template} emails, expected exactly 1"
+            ));
+        }
+        if sent.contains_key(&(other.to_owned(), id.clone())) {
+            report.violate(format!("order {id}: a {other} email was sent"));
+        }
+    }
+    for ((template, id), ids) in &sent {
+        if template != "survey_invitation" {
+            continue;
+        }
+        if ids.len() > 1 {
+            report.violate(format!(
+                "survey {id}: {} distinct invitation emails",
+                ids.len()
+            ));
+        }
+        if invitations.is_some_and(|inv| !inv.contains(id)) {
+            report.violate(format!("survey email for unknown invitation {id}"));
+        }
+    }
+    Ok(())
+}
+
+async fn check_analytics(
+    orders: &HashMap<String, Status>,
+    url: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use jetmart_proto::analytics::v1::GetDashboardRequest;
+    use jetmart_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+    let mut client = AnalyticsServiceClient::connect(url.to_owned())
+        .await
+        .context("connecting to analytics")?;
+    let dashboard = client
+        .get_dashboard(GetDashboardRequest::default())
+        .await
+        .context("GetDashboard")?
+        .into_inner()
+        .dashboard
+        .context("no dashboard in the response")?;
+    let totals = dashboard.orders.unwrap_or_default();
+    let count = |s: Status| orders.values().filter(|v| **v == s).count() as i64;
+    let expected = [
+        ("placed", orders.len() as i64, totals.placed),
+        ("confirmed", count(Status::Confirmed), totals.confirmed),
+        ("cancelled", count(Status::Cancelled), totals.cancelled),
+    ];
+    for (what, owner, analytics) in expected {
+        if owner != analytics {
+            report.violate(format!(
+                "analytics counts {analytics} orders {what}, the order service {owner}"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -28,6 +28,15 @@ struct Args {
     /// JSON-lines outcomes of PlaceOrder calls written by jetmart-loadgen.
     #[arg(long)]
     outcomes: Option<PathBuf>,
+    /// Maildir the SMTP server wrote: checks one email per order outcome (invariant 4).
+    #[arg(long)]
+    maildir: Option<PathBuf>,
+    /// Survey database, to match survey emails with invitations.
+    #[arg(long, env = "SURVEY_DATABASE_URL")]
+    survey_db: Option<String>,
+    /// Analytics gRPC endpoint: checks its totals against the order service (invariant 6).
+    #[arg(long)]
+    analytics_url: Option<String>,
 }
 
 #[tokio::main]
@@ -47,6 +56,9 @@ async fn main() -> ExitCode {
         nats_url: args.nats_url,
         extra_dbs: args.extra_dbs,
         outcomes: args.outcomes,
+        maildir: args.maildir,
+        survey_db: args.survey_db,
+        analytics_url: args.analytics_url,
     };
     match check(&sources).await {
         Ok(report) => {
