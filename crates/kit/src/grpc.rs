@@ -7,9 +7,10 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
-/// A router with health and reflection for every jetmart service, and the reporter that
-/// marks services serving.
-pub fn base() -> (HealthReporter, Router) {
+/// A router with health and reflection, and the reporter that marks services serving.
+/// Reflection lists `services` (the full names this server implements) and health; it can
+/// still describe every jetmart type.
+pub fn base(services: &[&str]) -> (HealthReporter, Router) {
     let (reporter, health) = tonic_health::server::health_reporter();
     let sets = [
         jetmart_proto::FILE_DESCRIPTOR_SET,
@@ -20,6 +21,10 @@ pub fn base() -> (HealthReporter, Router) {
     for set in sets {
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    for name in services.iter().copied().chain(["grpc.health.v1.Health"]) {
+        v1 = v1.with_service_name(name);
+        v1alpha = v1alpha.with_service_name(name);
     }
     // The descriptor sets are generated at build time; failing here is a build defect.
     let v1 = v1

@@ -105,7 +105,7 @@ impl App {
 
     /// Serves until `shutdown`, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), jetmart_kit::ServiceError> {
-        let (health, router) = jetmart_kit::grpc::base();
+        let (health, router) = jetmart_kit::grpc::base(&["jetmart.inventory.v1.InventoryService"]);
         health
             .set_serving::<InventoryServiceServer<InventoryApi>>()
             .await;

@@ -114,7 +114,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
-        let (health, router) = jetmart_kit::grpc::base();
+        let (health, router) = jetmart_kit::grpc::base(&["jetmart.order.v1.OrderService"]);
         health.set_serving::<OrderServiceServer<OrderApi>>().await;
         let router = router.add_service(OrderServiceServer::new(self.api));
         self.service.run(router, shutdown).await

@@ -147,7 +147,7 @@ impl App {
 
     /// Serves until `shutdown`, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), jetmart_kit::ServiceError> {
-        let (health, router) = jetmart_kit::grpc::base();
+        let (health, router) = jetmart_kit::grpc::base(&["jetmart.payment.v1.PaymentService"]);
         health
             .set_serving::<PaymentServiceServer<PaymentApi>>()
             .await;

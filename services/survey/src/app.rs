@@ -99,7 +99,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
-        let (health, router) = jetmart_kit::grpc::base();
+        let (health, router) = jetmart_kit::grpc::base(&["jetmart.survey.v1.SurveyService"]);
         health.set_serving::<SurveyServiceServer<SurveyApi>>().await;
         let router = router.add_service(SurveyServiceServer::new(self.api));
         let stop_scrub = shutdown.child_token();

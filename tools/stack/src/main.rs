@@ -95,6 +95,10 @@ async fn main() -> anyhow::Result<()> {
         args.grpc_port
     );
     println!("  ls {}   # received emails", maildir.join("new").display());
+    println!(
+        "  open http://localhost:{}/   # live analytics dashboard",
+        args.http_port + 5
+    );
     if !args.once {
         println!("\nRunning. Ctrl-C stops everything.");
         wait_for_signal().await;
