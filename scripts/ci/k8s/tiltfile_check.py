@@ -212,7 +212,7 @@ def main() -> int:
     for rname, r in list(resources.items()) + list(locals_.items()):
         for dep in r.get("resource_deps") or []:
             check(dep in names, f"{rname}: resource_dep {dep!r} is not a resource")
-    for button, binary in (("loadgen", "jetmart-loadgen"), ("chaos", "jetmart-chaos")):
+    for button, binary in (("loadgen", "jetmart-loadgen"), ("chaos", "jetmart-kchaos")):
         r = locals_.get(button)
         if r is None:
             errors.append(f"local_resource {button!r} missing")

@@ -21,6 +21,8 @@ use anyhow::Context;
 use futures::StreamExt;
 use sqlx::{PgPool, Row};
 
+pub mod nats;
+
 /// Header an injector puts on poison messages so they count as explained dead letters.
 pub const POISON_HEADER: &str = "jetmart-poison";
 
@@ -124,17 +126,7 @@ async fn connect(url: &str, what: &str) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to the {what} database"))
 }
 
-/// Connects to NATS from a URL or a comma-separated list of a cluster's URLs.
-pub async fn connect_nats(urls: &str) -> anyhow::Result<async_nats::Client> {
-    let servers = urls
-        .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("NATS URL {urls:?}"))?;
-    async_nats::connect(servers)
-        .await
-        .with_context(|| format!("connecting to NATS at {urls}"))
-}
+pub use nats::connect as connect_nats;
 
 /// Runs every check.
 pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
