@@ -117,7 +117,8 @@ impl App {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
-        let (health, router) = jetmart_kit::grpc::base(&["jetmart.notification.v1.NotificationService"]);
+        let (health, router) =
+            jetmart_kit::grpc::base(&["jetmart.notification.v1.NotificationService"]);
         health
             .set_serving::<NotificationServiceServer<NotificationApi>>()
             .await;

@@ -1,0 +1,26 @@
+//! jetmart analytics: a read model of every stream in Redis, counted exactly once per event,
+//! rebuildable by replay without downtime, served by gRPC (GetDashboard) and a live web page.
+//!
+//! - [`domain`]: pure rules (minute buckets, NPS, low stock) and the snapshot type.
+//! - [`keys`]: the Redis key layout; [`generation`]: the pointer to the live keyspace.
+//! - [`handlers`]: event -> Redis effects; [`live`]: the durable consumers' processor.
+//! - [`rebuild`]: replay into a new generation and swap it in (module docs explain the design).
+//! - [`read_model`], [`ops`], [`dashboard`]: reading the snapshot and JetStream's state.
+//! - [`grpc`] + [`convert`] + [`error`]: `AnalyticsService`; [`web`]: the page, JSON and SSE.
+//! - [`app`]: wiring; `main` only parses config and calls it.
+
+pub mod app;
+pub mod config;
+pub mod convert;
+pub mod dashboard;
+pub mod domain;
+pub mod error;
+pub mod generation;
+pub mod grpc;
+pub mod handlers;
+pub mod keys;
+pub mod live;
+pub mod ops;
+pub mod read_model;
+pub mod rebuild;
+pub mod web;
