@@ -194,13 +194,35 @@ Input: (dict "root" $ "name" "payment"). Output: YAML {publish: [...], subscribe
 {{- $pub = append $pub (printf "$JS.API.STREAM.CREATE.%s" $s) -}}
 {{- $pub = append $pub (printf "$JS.API.STREAM.UPDATE.%s" $s) -}}
 {{- end -}}
+{{- $durables := dict -}}
 {{- range $s := $consumed -}}
-{{- $pub = append $pub (printf "$JS.API.CONSUMER.CREATE.%s.%s" $s $name) -}}
-{{- $pub = append $pub (printf "$JS.API.CONSUMER.CREATE.%s.%s.>" $s $name) -}}
-{{- $pub = append $pub (printf "$JS.API.CONSUMER.DURABLE.CREATE.%s.%s" $s $name) -}}
-{{- $pub = append $pub (printf "$JS.API.CONSUMER.INFO.%s.%s" $s $name) -}}
-{{- $pub = append $pub (printf "$JS.API.CONSUMER.MSG.NEXT.%s.%s" $s $name) -}}
-{{- $pub = append $pub (printf "$JS.ACK.%s.%s.>" $s $name) -}}
+{{- $_ := set $durables $s (list $name) -}}
+{{- end -}}
+{{- range $s, $extra := ($events.extraDurables | default dict) -}}
+{{- if not (hasKey $root.Values.streams $s) -}}
+{{- fail (printf "services.%s.events.extraDurables: stream %q is not in .Values.streams" $name $s) -}}
+{{- end -}}
+{{- $_ := set $durables $s (concat (get $durables $s | default list) $extra) -}}
+{{- end -}}
+{{- range $s := keys $durables | sortAlpha -}}
+{{- range $d := get $durables $s -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.CREATE.%s.%s" $s $d) -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.CREATE.%s.%s.>" $s $d) -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.DURABLE.CREATE.%s.%s" $s $d) -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.INFO.%s.%s" $s $d) -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.MSG.NEXT.%s.%s" $s $d) -}}
+{{- $pub = append $pub (printf "$JS.ACK.%s.%s.>" $s $d) -}}
+{{- end -}}
+{{- if $events.observes -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.LIST.%s" $s) -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.NAMES.%s" $s) -}}
+{{- $pub = append $pub (printf "$JS.API.CONSUMER.INFO.%s.*" $s) -}}
+{{- $pub = append $pub (printf "$JS.API.DIRECT.GET.%s" $s) -}}
+{{- $pub = append $pub (printf "$JS.API.DIRECT.GET.%s.>" $s) -}}
+{{- end -}}
+{{- end -}}
+{{- if $events.observes -}}
+{{- $pub = append $pub "$JS.API.STREAM.INFO.DEADLETTER" -}}
 {{- end -}}
 {{- toYaml (dict "publish" $pub "subscribe" (list "_INBOX.>")) -}}
 {{- end -}}
