@@ -140,6 +140,18 @@ pub fn parse_or_exit<T: Parser>() -> T {
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 e.exit();
             }
+            if e.kind() == ErrorKind::MissingRequiredArgument
+                && let Some(clap::error::ContextValue::Strings(missing)) =
+                    e.get(clap::error::ContextKind::InvalidArg)
+            {
+                // Name the missing setting (its environment variable is in --help).
+                eprintln!(
+                    "{}: missing required setting {}",
+                    binary_name(),
+                    missing.join(", ")
+                );
+                std::process::exit(EXIT_USAGE);
+            }
             let rendered = e.render().to_string();
             let line = rendered
                 .lines()
