@@ -227,6 +227,13 @@ impl<P: Processor> ConsumerRunner<P> {
     /// returns. Messages the client had buffered but not started are redelivered after ack_wait.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
         let consumer = provision::ensure_consumer(&self.js, &self.config.consumer).await?;
+        // Zero-valued series from the start, so rates and "> 0" alerts see this consumer.
+        let labels = ConsumerLabels {
+            consumer: self.config.consumer.durable.clone(),
+        };
+        drop(self.metrics.dead_lettered.get_or_create(&labels));
+        drop(self.metrics.redelivered.get_or_create(&labels));
+        drop(self.metrics.handler_duration.get_or_create(&labels));
         let name = self.config.consumer.durable.clone();
         let pull_err = |e: &dyn std::fmt::Display| RunnerError::Pull {
             consumer: name.clone(),
