@@ -38,6 +38,7 @@ pub use error::{Result, TestkitError};
 pub use mail::ReceivedMail;
 pub use nats::{NatsCluster, NatsServer};
 pub use pg::{PgCluster, TestDatabase, fresh_database};
+pub use process::free_port;
 pub use redis::RedisServer;
 pub use smtp::{SmtpMode, SmtpSink};
 pub use wait::wait_until;

@@ -542,7 +542,9 @@ impl Drop for ScratchDir {
 ///
 /// Picked below the kernel's ephemeral range when there is room, so the port of a server that is
 /// down for a restart cannot be taken by some client's outgoing connection meanwhile.
-pub(crate) fn free_port() -> Result<u16> {
+/// A free loopback port below the kernel's ephemeral range (so no outgoing connection takes it
+/// while a server is down for a restart), never handed out twice by this process.
+pub fn free_port() -> Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

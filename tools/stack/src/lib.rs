@@ -139,11 +139,9 @@ impl Infra {
     }
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port for a service (see [`jetmart_testkit::free_port`]).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(jetmart_testkit::free_port()?)
 }
 
 /// Where the service binaries are: beside this executable (cargo puts every workspace binary
