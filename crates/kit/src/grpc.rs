@@ -51,3 +51,25 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
+
+/// INVALID_ARGUMENT naming every bad field: a `google.rpc.BadRequest` with one violation per
+/// `(field, description)`, and the same list in the message for clients that ignore details.
+pub fn invalid_argument<F, D>(violations: impl IntoIterator<Item = (F, D)>) -> tonic::Status
+where
+    F: Into<String>,
+    D: Into<String>,
+{
+    use tonic_types::{ErrorDetails, StatusExt};
+    let mut details = ErrorDetails::new();
+    let mut summary = Vec::new();
+    for (field, description) in violations {
+        let (field, description) = (field.into(), description.into());
+        summary.push(format!("{field}: {description}"));
+        details.add_bad_request_violation(field, description);
+    }
+    tonic::Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("invalid request: {}", summary.join("; ")),
+        details,
+    )
+}

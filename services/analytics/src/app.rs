@@ -53,6 +53,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let mut service = Service::bind(NAME, &config.common, None, Some(redis.clone())).await?;
     service.streams(catalog::BUSINESS_STREAMS);
     service.streams(&[catalog::DEADLETTER]);
+    crate::live::start_empty_without_history(&service.js, &redis).await;
     let generations = Generations::new(redis.clone(), config.marker_ttl());
     let recovery = Recovery::new(
         service.js.clone(),

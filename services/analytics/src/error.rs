@@ -1,7 +1,6 @@
 //! Every failure of the analytics API, and the one place it becomes a gRPC status.
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 /// One bad request field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,13 +28,11 @@ fn summary(violations: &[FieldViolation]) -> String {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(ref violations) => {
-                let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
-                }
-                Status::with_error_details(Code::InvalidArgument, e.to_string(), details)
-            }
+            ApiError::Invalid(ref violations) => jetmart_kit::grpc::invalid_argument(
+                violations
+                    .iter()
+                    .map(|v| (v.field.to_string(), v.description.clone())),
+            ),
             ApiError::Unavailable(ref cause) => {
                 tracing::warn!(error = %cause, "read model unavailable");
                 Status::unavailable("the analytics read model (Redis) is unavailable")

@@ -157,3 +157,25 @@ impl Processor for LiveProcessor {
             .await
     }
 }
+
+/// At start: when there is no read model and no stream holds an event yet, there is nothing to
+/// replay, so counting starts in an empty generation right away. (With history and no read
+/// model, the first event triggers a rebuild instead; see [`Recovery`].)
+pub async fn start_empty_without_history(
+    js: &async_nats::jetstream::Context,
+    redis: &ConnectionManager,
+) {
+    if !matches!(generation::peek(redis).await, Ok(None)) {
+        return;
+    }
+    for spec in jetmart_runtime::catalog::BUSINESS_STREAMS {
+        if let Ok(mut stream) = js.get_stream(spec.name).await
+            && stream.info().await.map_or(true, |i| i.state.messages > 0)
+        {
+            return;
+        }
+    }
+    if let Err(e) = generation::current(redis).await {
+        tracing::warn!(error = %e, "cannot create the empty read model yet");
+    }
+}

@@ -1,8 +1,7 @@
 //! Every failure of the notification API and of start-up, and the one place an API failure
 //! becomes a gRPC status.
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::mailer::MailerError;
 use crate::store::StoreError;
@@ -25,21 +24,11 @@ pub enum ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(violations) => {
-                let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
-                }
-                let summary: Vec<String> = violations
+            ApiError::Invalid(violations) => jetmart_kit::grpc::invalid_argument(
+                violations
                     .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect();
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("invalid request: {}", summary.join("; ")),
-                    details,
-                )
-            }
+                    .map(|v| (v.field.to_string(), v.description.clone())),
+            ),
             ApiError::Store(StoreError::Database(e)) => {
                 tracing::error!(error = %e, "notification store failure");
                 Status::unavailable("notification store unavailable")

@@ -1,7 +1,6 @@
 //! Every failure of the order API, and the one place it becomes a gRPC status.
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::domain::{CancelRefused, FieldViolation};
 use crate::store::StoreError;
@@ -34,21 +33,11 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(violations) => {
-                let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
-                }
-                let summary: Vec<String> = violations
+            ApiError::Invalid(violations) => jetmart_kit::grpc::invalid_argument(
+                violations
                     .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect();
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("invalid request: {}", summary.join("; ")),
-                    details,
-                )
-            }
+                    .map(|v| (v.field.to_string(), v.description.clone())),
+            ),
             ApiError::NotFound(_) => Status::not_found(e.to_string()),
             ApiError::KeyReused => Status::already_exists(e.to_string()),
             ApiError::CancelRefused(_) => Status::failed_precondition(e.to_string()),

@@ -45,21 +45,11 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(violations) => {
-                let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
-                }
-                let summary: Vec<String> = violations
+            ApiError::Invalid(violations) => jetmart_kit::grpc::invalid_argument(
+                violations
                     .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect();
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("invalid request: {}", summary.join("; ")),
-                    details,
-                )
-            }
+                    .map(|v| (v.field.to_string(), v.description.clone())),
+            ),
             // A malformed token is just one that was never issued.
             ApiError::Token(TokenError::Malformed | TokenError::Unknown) => {
                 Status::not_found(TokenError::Unknown.to_string())
