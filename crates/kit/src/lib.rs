@@ -19,3 +19,14 @@ pub use config::{CommonArgs, ConfigError};
 
 pub use service::{Service, StartError};
 pub use tasks::{ServiceError, Tasks};
+
+/// The end of a service's `main`: a failure is logged once, then becomes exit code 1.
+pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "exiting");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

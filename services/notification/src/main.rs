@@ -20,11 +20,5 @@ async fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "exiting");
-            ExitCode::FAILURE
-        }
-    }
+    jetmart_kit::exit_code(result)
 }

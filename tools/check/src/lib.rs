@@ -353,6 +353,19 @@ async fn check_stock(
     Ok(())
 }
 
+/// Messages a stream holds on subjects matching `filter`.
+async fn messages_on(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+) -> anyhow::Result<u64> {
+    let mut subjects = stream.info_with_subjects(filter).await?;
+    let mut n = 0;
+    while let Some(entry) = subjects.next().await {
+        n += entry?.1 as u64;
+    }
+    Ok(n)
+}
+
 /// Every message of a stream (optionally filtered), in order.
 async fn read_all(
     js: &async_nats::jetstream::Context,
@@ -367,12 +380,7 @@ async fn read_all(
     let total = if filter.is_empty() {
         info.state.messages
     } else {
-        let mut with = s.info_with_subjects(filter).await?;
-        let mut n = 0;
-        while let Some(entry) = with.next().await {
-            n += entry?.1 as u64;
-        }
-        n
+        messages_on(&s, filter).await?
     };
     let mut out = Vec::with_capacity(total as usize);
     if total == 0 {
@@ -485,12 +493,8 @@ async fn redeliveries(js: &async_nats::jetstream::Context) -> anyhow::Result<u64
                 info.config.filter_subjects.clone()
             };
             let mut matched = 0u64;
-            let s = stream.clone();
             for f in &filters {
-                let mut with = s.info_with_subjects(f).await?;
-                while let Some(entry) = with.next().await {
-                    matched += entry?.1 as u64;
-                }
+                matched += messages_on(&stream, f).await?;
             }
             total += info.delivered.consumer_sequence.saturating_sub(matched);
         }

@@ -3,7 +3,6 @@
 //! published as the order service's relay would, and polling helpers (no fixed sleeps).
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,21 +27,7 @@ use tonic::transport::Channel;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Polls `cond` every 20 ms until it holds; fails the test after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use jetmart_testkit::wait_until;
 
 /// The servers of one test.
 pub struct Env {

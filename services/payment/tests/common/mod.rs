@@ -3,7 +3,6 @@
 //! back. Every wait polls with a deadline; nothing sleeps a fixed time.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,21 +32,7 @@ use uuid::Uuid;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Polls `cond` every 20 ms until it holds; panics after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use jetmart_testkit::wait_until;
 
 /// The payment service under test and the servers it runs against.
 pub struct Harness {
