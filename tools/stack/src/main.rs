@@ -41,11 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let logs = args.dir.join("logs");
     let maildir = args.dir.join("mail");
     std::fs::create_dir_all(&logs)?;
-    println!(
-        "jetmart local stack (logs in {}, mail in {})",
-        logs.display(),
-        maildir.join("new").display()
-    );
+    println!("jetmart local stack (logs in {})", logs.display());
     let infra = Infra::start(&InfraOptions {
         nats_nodes: 1,
         maildir: maildir.clone(),
@@ -54,7 +50,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  NATS        {}", infra.nats.url());
     println!("  Postgres    {}", infra.pg.admin_url());
     println!("  Redis       {}", infra.redis.url());
-    println!("  SMTP sink   {}", infra.smtp.url());
+    println!(
+        "  SMTP sink   {} (mail in {})",
+        infra.smtp.url(),
+        infra.smtp.maildir().join("new").display()
+    );
 
     let mut services = Vec::new();
     for (i, kind) in SERVICES.iter().enumerate() {
@@ -94,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
         "  grpcurl -plaintext localhost:{} describe jetmart.order.v1.OrderService",
         args.grpc_port
     );
-    println!("  ls {}   # received emails", maildir.join("new").display());
+    println!(
+        "  ls {}   # received emails",
+        infra.smtp.maildir().join("new").display()
+    );
     println!(
         "  open http://localhost:{}/   # live analytics dashboard",
         args.http_port + 5
@@ -204,6 +207,9 @@ async fn demo(order_port: u16, infra: &Infra) -> anyhow::Result<()> {
                 m.to,
                 m.subject.as_deref().unwrap_or("")
             );
+            if let Some(link) = m.text.split_whitespace().find(|w| w.contains("/s/")) {
+                println!("    survey link (opens the answer form): {link}");
+            }
         }
         shown = mails.len();
         if shown >= 2 {
