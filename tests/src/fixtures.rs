@@ -23,7 +23,8 @@ pub async fn prepare(pool: &PgPool, js: &jetstream::Context) {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS effects (
             consumer TEXT NOT NULL, event_id UUID NOT NULL, aggregate_id TEXT NOT NULL,
-            instance TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())",
+            instance TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+            tx BIGINT NOT NULL DEFAULT txid_current())",
     )
     .execute(pool)
     .await

@@ -1,5 +1,5 @@
-//! Kill tests with real NATS and Postgres: a relay and a consumer SIGKILLed at their most
-//! delicate moment, and a service SIGTERMed under load. The victim is this test binary
+//! Kill tests with real NATS and Postgres: a relay, a consumer and a batching consumer
+//! SIGKILLed at their most delicate moment, and a service SIGTERMed under load. The victim is this test binary
 //! re-executed in a child role, so the kill is a real process death. Runs without libtest
 //! (harness = false) so a child can take a role.
 
@@ -32,6 +32,10 @@ fn main() {
             ("consumer killed after commit, before ack", || {
                 Box::pin(consumer_killed_after_commit())
             }),
+            (
+                "batching consumer killed after a batch commit, before its acks",
+                || Box::pin(batch_killed_after_commit()),
+            ),
             (
                 "SIGTERM under load drains and exits 0 within the deadline",
                 || Box::pin(sigterm_under_load()),
@@ -67,7 +71,23 @@ async fn run_role(role: &str) {
         }
         "consumer" => {
             let mut config = RunnerConfig::new(consumer_spec("svc"));
-            config.crash_after_effect = true;
+            config.crash_after_effect = 1;
+            let handler = EffectHandler::new("victim", &pool);
+            let _ = ConsumerRunner::new(
+                js,
+                config,
+                PgProcessor::new(pool, handler),
+                RuntimeMetrics::unregistered(),
+            )
+            .run(CancellationToken::new())
+            .await;
+        }
+        "batch-consumer" => {
+            let mut config = RunnerConfig::new(consumer_spec("svc"));
+            config.lanes = 1;
+            config.batch = 32;
+            // Dies only after a real batch, not after a lone first event.
+            config.crash_after_effect = 2;
             let handler = EffectHandler::new("victim", &pool);
             let _ = ConsumerRunner::new(
                 js,
@@ -305,6 +325,70 @@ async fn consumer_killed_after_commit() {
         info.num_pending == 0 && info.num_ack_pending == 0
     })
     .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+async fn batch_killed_after_commit() {
+    let nats = NatsServer::start().await.unwrap();
+    let db = pg::fresh_database().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let js = async_nats::jetstream::new(nats.client().await.unwrap());
+    prepare(&pool, &js).await;
+    // One aggregate, so every event goes to the one lane and queues there.
+    let events: Vec<_> = (0..40).map(|_| placed("o-1")).collect();
+    for e in &events {
+        publish(&js, e).await;
+    }
+
+    killed_child("batch-consumer", &nats, &db).await;
+    // Lone events before the batch were acked; the batch committed as one transaction and died.
+    let victim = count(
+        &pool,
+        "SELECT count(*) FROM effects WHERE tx = (SELECT max(tx) FROM effects)",
+    )
+    .await;
+    assert!(victim >= 2, "a batch committed before the kill: {victim}");
+    eprintln!("  the victim committed {victim} events in its last batch");
+
+    let metrics = RuntimeMetrics::unregistered();
+    let shutdown = CancellationToken::new();
+    let mut config = RunnerConfig::new(consumer_spec("svc"));
+    config.batch = 32;
+    let runner = ConsumerRunner::new(
+        js.clone(),
+        config,
+        PgProcessor::new(pool.clone(), EffectHandler::new("survivor", &pool)),
+        metrics.clone(),
+    );
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let outcome = |o: Outcome| {
+        metrics
+            .handled
+            .get_or_create(&HandledLabels {
+                consumer: "svc".into(),
+                event_type: events[0].event_type().into(),
+                outcome: o,
+            })
+            .get()
+    };
+    wait_until(
+        "every event handled, the victim's batch as duplicates",
+        Duration::from_secs(30),
+        || async { outcome(Outcome::Applied) + outcome(Outcome::Duplicate) == events.len() as u64 },
+    )
+    .await;
+    assert_eq!(outcome(Outcome::Duplicate), victim as u64);
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT event_id) FROM effects").await,
+        events.len() as i64,
+        "every event has its effect"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM effects").await,
+        events.len() as i64,
+        "and only one"
+    );
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

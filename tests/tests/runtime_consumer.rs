@@ -1,5 +1,6 @@
 //! Consumer runner against real NATS and Postgres: replicas share one durable consumer, poison
-//! goes to the dead-letter stream, unknown types are acknowledged.
+//! goes to the dead-letter stream, unknown types are acknowledged, batches commit together and
+//! fall back to one event at a time on failure.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -123,7 +124,14 @@ async fn poison_goes_to_the_dead_letter_stream_and_later_messages_still_flow() {
             == 3
     })
     .await;
-    let letters = read_stream(&js, "DEADLETTER").await;
+    // Lanes run concurrently, so the letters may arrive in any order: sort them by subject.
+    let mut letters = read_stream(&js, "DEADLETTER").await;
+    let rank = |m: &async_nats::jetstream::Message| {
+        ["garbage", "bad-payload", "perm-1"]
+            .iter()
+            .position(|s| m.subject.ends_with(s))
+    };
+    letters.sort_by_key(rank);
     let reasons: Vec<_> = letters
         .iter()
         .map(|m| header(m, deadletter::header::REASON).unwrap().to_owned())
@@ -303,6 +311,141 @@ async fn a_duplicate_delivery_has_no_second_effect() {
     })
     .await;
     assert_eq!(count(&pool, "SELECT count(*) FROM effects").await, 1);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_backlog_is_applied_in_batches_and_a_failing_event_fails_alone() {
+    let nats = NatsServer::start().await.unwrap();
+    let db = pg::fresh_database().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let js = async_nats::jetstream::new(nats.client().await.unwrap());
+    prepare(&pool, &js).await;
+
+    // A backlog before the consumer starts, so its lanes fill: good events, three that the
+    // handler refuses for good, and copies of good events under other Nats-Msg-Ids.
+    let mut good = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..240 {
+        let e = if i % 80 == 40 {
+            let e = placed(&format!("perm-{i}"));
+            refused.push(e.id);
+            e
+        } else {
+            let e = placed(&format!("o-{}", i % 60));
+            good.push(e.id);
+            e
+        };
+        publish(&js, &e).await;
+        if i % 50 == 7 {
+            let mut again = e.clone();
+            again.headers.insert(
+                header::NATS_MSG_ID.into(),
+                format!("copy-{i}").as_str().into(),
+            );
+            publish(&js, &again).await;
+        }
+    }
+    let copies = (0..240).filter(|i| i % 50 == 7).count() as u64;
+
+    let metrics = RuntimeMetrics::unregistered();
+    let shutdown = CancellationToken::new();
+    let mut config = RunnerConfig::new(consumer_spec("svc"));
+    config.lanes = 2;
+    config.batch = 32;
+    let runner = ConsumerRunner::new(
+        js.clone(),
+        config,
+        PgProcessor::new(pool.clone(), EffectHandler::new("a", &pool)),
+        metrics.clone(),
+    );
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let n = good.len() as i64;
+    wait_until("every good effect", Duration::from_secs(30), || async {
+        count(&pool, "SELECT count(*) FROM effects").await == n
+    })
+    .await;
+    wait_until(
+        "refused ones dead-lettered",
+        Duration::from_secs(20),
+        || async {
+            js.get_stream("DEADLETTER")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages
+                == refused.len() as u64
+        },
+    )
+    .await;
+
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT event_id) FROM effects").await,
+        n,
+        "each good event once"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jetmart_processed").await,
+        n
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM jetmart_outbox").await, n);
+    // Batches that met a refused event were redone one event at a time; the rest shared.
+    let transactions = count(&pool, "SELECT count(DISTINCT tx) FROM effects").await;
+    let largest = count(
+        &pool,
+        "SELECT max(c) FROM (SELECT count(*) AS c FROM effects GROUP BY tx) t",
+    )
+    .await;
+    assert!(
+        transactions < n && largest >= 8,
+        "{n} effects in {transactions} transactions, at most {largest} in one"
+    );
+    // Events of one aggregate were applied in stream order (one lane per aggregate).
+    let applied: Vec<(String, uuid::Uuid)> =
+        sqlx::query_as("SELECT aggregate_id, event_id FROM effects ORDER BY applied_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let position = |id: &uuid::Uuid| good.iter().position(|g| g == id).unwrap();
+    let mut last_seen = std::collections::HashMap::new();
+    for (aggregate, id) in &applied {
+        let at = position(id);
+        if let Some(before) = last_seen.insert(aggregate.clone(), at) {
+            assert!(before < at, "{aggregate}: applied out of stream order");
+        }
+    }
+
+    let letters = read_stream(&js, "DEADLETTER").await;
+    let mut ids: Vec<String> = letters
+        .iter()
+        .map(|m| header(m, header::ID).unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = refused.iter().map(|id| id.to_string()).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "only the refused events are dead letters");
+    for m in &letters {
+        assert_eq!(header(m, deadletter::header::REASON), Some("permanent"));
+    }
+    let outcome = |o: Outcome| {
+        metrics
+            .handled
+            .get_or_create(&HandledLabels {
+                consumer: "svc".into(),
+                event_type: "jetmart.order.v1.OrderPlaced".into(),
+                outcome: o,
+            })
+            .get()
+    };
+    wait_until("copies counted", Duration::from_secs(10), || async {
+        outcome(Outcome::Duplicate) == copies
+    })
+    .await;
+    assert_eq!(outcome(Outcome::Applied), n as u64);
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

@@ -52,6 +52,10 @@ pub struct CommonArgs {
     pub shutdown_deadline_secs: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// Most events a consumer applies in one transaction when they queue up (1: one at a
+    /// time). Used only by consumers whose whole effect is in the service's database.
+    #[arg(long, env = "CONSUMER_BATCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub consumer_batch: u16,
 }
 
 impl CommonArgs {

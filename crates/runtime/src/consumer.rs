@@ -8,8 +8,15 @@
 //! undecodable messages, permanent failures and messages past the delivery limit are copied to
 //! the dead-letter stream, then terminated, and the runner goes on. Events of one aggregate are
 //! handled in order within a replica (one lane per aggregate hash); the in-flight bound is the
-//! number of lanes.
+//! number of lanes times the batch size.
+//!
+//! Batching (opt-in, [`RunnerConfig::batch`]): what has queued up on a lane while its previous
+//! batch ran is applied in one transaction, so a busy consumer pays one commit for many events
+//! and an idle one still handles each event at once. If anything in a batch fails, the batch is
+//! rolled back and its events are applied one at a time, so each failure is retried or
+//! dead-lettered on its own and no event's effect depends on its neighbours.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::deadletter::{self, Reason};
 use crate::envelope::{DecodeError, EventMeta, IncomingEvent};
@@ -85,6 +93,40 @@ pub trait Processor: Send + Sync + 'static {
         consumer: &str,
         event: &IncomingEvent,
     ) -> impl Future<Output = Result<Applied, HandlerError>> + Send;
+
+    /// Applies several events, in order; one outcome per event. The default applies them one
+    /// at a time; a store that can do better (one transaction for all) overrides it.
+    fn process_batch(
+        &self,
+        consumer: &str,
+        events: &[IncomingEvent],
+    ) -> impl Future<Output = Vec<Result<Applied, HandlerError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(events.len());
+            for event in events {
+                out.push(
+                    self.process(consumer, event)
+                        .instrument(event_span(consumer, event))
+                        .await,
+                );
+            }
+            out
+        }
+    }
+}
+
+/// The span an event's handling runs in, continuing the producer's trace.
+pub fn event_span(consumer: &str, event: &IncomingEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "handle_event",
+        consumer,
+        event_id = %event.meta.id,
+        event_type = %event.meta.event_type,
+        aggregate_id = %event.meta.aggregate_id,
+        delivered = event.delivered,
+    );
+    crate::trace::continue_from(&span, event.meta.traceparent.as_deref());
+    span
 }
 
 /// A handler whose effect lives in the service's Postgres database. It runs inside the
@@ -140,23 +182,90 @@ impl<H: PgHandler> Processor for PgProcessor<H> {
         tx.commit().await?;
         Ok(Applied::Applied)
     }
+
+    async fn process_batch(
+        &self,
+        consumer: &str,
+        events: &[IncomingEvent],
+    ) -> Vec<Result<Applied, HandlerError>> {
+        match self.apply_together(consumer, events).await {
+            Ok(applied) => applied.into_iter().map(Ok).collect(),
+            Err(e) => {
+                // Rolled back as a whole: redo one by one so only the failing event fails.
+                tracing::debug!(consumer, events = events.len(), error = %e, "batch rolled back, applying one at a time");
+                let mut out = Vec::with_capacity(events.len());
+                for event in events {
+                    out.push(
+                        self.process(consumer, event)
+                            .instrument(event_span(consumer, event))
+                            .await,
+                    );
+                }
+                out
+            }
+        }
+    }
+}
+
+impl<H: PgHandler> PgProcessor<H> {
+    /// Every event of the batch in one transaction, with one statement recording them all.
+    async fn apply_together(
+        &self,
+        consumer: &str,
+        events: &[IncomingEvent],
+    ) -> Result<Vec<Applied>, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.meta.id).collect();
+        let fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO jetmart_processed (consumer, event_id)
+             SELECT $1, id FROM unnest($2::uuid[]) AS id
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(consumer)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            // The same event twice in one batch (a redelivery racing the original) applies once.
+            if fresh.contains(&event.meta.id) && seen.insert(event.meta.id) {
+                self.handler
+                    .handle(&mut tx, event)
+                    .instrument(event_span(consumer, event))
+                    .await?;
+                out.push(Applied::Applied);
+            } else {
+                out.push(Applied::Duplicate);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 /// Runner settings.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
     pub consumer: ConsumerSpec,
-    /// Concurrent handlers (one lane each); also bounds what this replica holds un-acked.
+    /// Concurrent handlers (one lane each); with `batch`, bounds what this replica holds un-acked.
     pub lanes: usize,
+    /// Most events a lane applies in one call of [`Processor::process_batch`] (1: no batching).
+    /// Only for handlers whose whole effect is in the transaction: a failed batch is rolled back
+    /// and re-run one event at a time, so any effect outside it would happen twice.
+    pub batch: usize,
     /// Deliveries before a transiently failing message is dead-lettered.
     pub max_deliver: i64,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     /// How often the consumer's pending count is read for the metric.
     pub pending_every: Duration,
-    /// Kill the process right after the effect committed, before the ack (crash tests only).
+    /// Kill the process right after a commit that applied at least this many events, before
+    /// the acks (crash tests only; 0: never).
     #[cfg(feature = "failpoints")]
-    pub crash_after_effect: bool,
+    pub crash_after_effect: usize,
 }
 
 impl RunnerConfig {
@@ -164,12 +273,13 @@ impl RunnerConfig {
         Self {
             consumer,
             lanes: 16,
+            batch: 1,
             max_deliver: 10,
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
             pending_every: Duration::from_secs(10),
             #[cfg(feature = "failpoints")]
-            crash_after_effect: false,
+            crash_after_effect: 0,
         }
     }
 
@@ -234,14 +344,17 @@ impl<P: Processor> ConsumerRunner<P> {
         drop(self.metrics.dead_lettered.get_or_create(&labels));
         drop(self.metrics.redelivered.get_or_create(&labels));
         drop(self.metrics.handler_duration.get_or_create(&labels));
+        drop(self.metrics.batch_size.get_or_create(&labels));
         let name = self.config.consumer.durable.clone();
         let pull_err = |e: &dyn std::fmt::Display| RunnerError::Pull {
             consumer: name.clone(),
             message: e.to_string(),
         };
+        let lanes_n = self.config.lanes.max(1);
+        let batch = self.config.batch.max(1);
         let mut messages = consumer
             .stream()
-            .max_messages_per_batch(self.config.lanes.max(1))
+            .max_messages_per_batch(lanes_n * batch)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -255,14 +368,16 @@ impl<P: Processor> ConsumerRunner<P> {
             metrics: self.metrics.clone(),
         });
         let mut workers = JoinSet::new();
-        let mut lanes = Vec::with_capacity(self.config.lanes.max(1));
-        for _ in 0..self.config.lanes.max(1) {
-            let (tx, mut rx) = mpsc::channel::<jetstream::Message>(1);
+        let mut lanes = Vec::with_capacity(lanes_n);
+        for _ in 0..lanes_n {
+            // What queues here while the lane is busy becomes its next batch.
+            let (tx, mut rx) = mpsc::channel::<jetstream::Message>(batch);
             lanes.push(tx);
             let worker = this.clone();
             workers.spawn(async move {
-                while let Some(msg) = rx.recv().await {
-                    worker.handle(msg).await;
+                let mut held = Vec::with_capacity(batch);
+                while rx.recv_many(&mut held, batch).await > 0 {
+                    worker.handle(std::mem::take(&mut held)).await;
                 }
             });
         }
@@ -359,7 +474,8 @@ impl<P: Processor> Worker<P> {
             .inc();
     }
 
-    async fn handle(&self, msg: jetstream::Message) {
+    /// Decodes the envelope; `None` if the message was settled here (undecodable, not ours).
+    async fn prepare(&self, msg: &jetstream::Message) -> Option<IncomingEvent> {
         let consumer = self.config.consumer.durable.as_str();
         let (delivered, stream_sequence) = match msg.info() {
             Ok(info) => (info.delivered, info.stream_sequence),
@@ -378,7 +494,7 @@ impl<P: Processor> Worker<P> {
             Err(e) => {
                 tracing::error!(consumer, subject = %msg.subject, stream_sequence, error = %e, "undecodable envelope");
                 self.dead_letter(
-                    &msg,
+                    msg,
                     None,
                     delivered,
                     stream_sequence,
@@ -386,53 +502,90 @@ impl<P: Processor> Worker<P> {
                     &e.to_string(),
                 )
                 .await;
-                return;
+                return None;
             }
         };
         if !self.processor.handles(&meta.event_type) {
             // Forward compatibility: a newer producer's event type is not an error.
             tracing::debug!(consumer, event_id = %meta.id, event_type = %meta.event_type, "ignored unknown event type");
             self.count(&meta.event_type, Outcome::Ignored);
-            ack(&msg, AckKind::Ack).await;
-            return;
+            ack(msg, AckKind::Ack).await;
+            return None;
         }
-        let span = tracing::info_span!(
-            "handle_event",
-            consumer,
-            event_id = %meta.id,
-            event_type = %meta.event_type,
-            aggregate_id = %meta.aggregate_id,
-            delivered,
-        );
-        crate::trace::continue_from(&span, meta.traceparent.as_deref());
-        let event = IncomingEvent {
+        Some(IncomingEvent {
             meta,
             subject: msg.subject.to_string(),
             payload: msg.payload.clone(),
             delivered,
             stream_sequence,
+        })
+    }
+
+    /// Applies what a lane holds (one transaction when the processor batches), then settles each
+    /// message: ack after the commit, nak with backoff, or dead-letter.
+    async fn handle(&self, held: Vec<jetstream::Message>) {
+        let consumer = self.config.consumer.durable.as_str();
+        let mut msgs = Vec::with_capacity(held.len());
+        let mut events = Vec::with_capacity(held.len());
+        for msg in held {
+            if let Some(event) = self.prepare(&msg).await {
+                msgs.push(msg);
+                events.push(event);
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        let labels = ConsumerLabels {
+            consumer: consumer.into(),
         };
         let started = Instant::now();
-        let result = self
-            .processor
-            .process(consumer, &event)
-            .instrument(span.clone())
-            .await;
+        let results = if let [event] = events.as_slice() {
+            vec![
+                self.processor
+                    .process(consumer, event)
+                    .instrument(event_span(consumer, event))
+                    .await,
+            ]
+        } else {
+            self.processor.process_batch(consumer, &events).await
+        };
         self.metrics
             .handler_duration
-            .get_or_create(&ConsumerLabels {
-                consumer: consumer.into(),
-            })
+            .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
-        let _enter = span.enter();
+        self.metrics
+            .batch_size
+            .get_or_create(&labels)
+            .observe(events.len() as f64);
+        #[cfg(feature = "failpoints")]
+        if self.config.crash_after_effect > 0
+            && results
+                .iter()
+                .filter(|r| matches!(r, Ok(Applied::Applied)))
+                .count()
+                >= self.config.crash_after_effect
+        {
+            crate::failpoint::kill_self("consumer: committed, not acked");
+        }
+        for ((msg, event), result) in msgs.iter().zip(&events).zip(results) {
+            self.settle(msg, event, result)
+                .instrument(event_span(consumer, event))
+                .await;
+        }
+    }
+
+    async fn settle(
+        &self,
+        msg: &jetstream::Message,
+        event: &IncomingEvent,
+        result: Result<Applied, HandlerError>,
+    ) {
         let event_type = event.meta.event_type.as_str();
+        let (delivered, stream_sequence) = (event.delivered, event.stream_sequence);
         match result {
             Ok(applied) => {
-                #[cfg(feature = "failpoints")]
-                if self.config.crash_after_effect && applied == Applied::Applied {
-                    crate::failpoint::kill_self("consumer: committed, not acked");
-                }
-                ack(&msg, AckKind::Ack).await;
+                ack(msg, AckKind::Ack).await;
                 self.count(
                     event_type,
                     if applied == Applied::Applied {
@@ -445,7 +598,7 @@ impl<P: Processor> Worker<P> {
             Err(HandlerError::Permanent(reason)) => {
                 tracing::error!(event_id = %event.meta.id, error = %reason, "permanent handler failure");
                 self.dead_letter(
-                    &msg,
+                    msg,
                     Some(event_type),
                     delivered,
                     stream_sequence,
@@ -457,7 +610,7 @@ impl<P: Processor> Worker<P> {
             Err(HandlerError::Transient(e)) if delivered >= self.config.max_deliver => {
                 tracing::error!(event_id = %event.meta.id, delivered, error = %e, "delivery limit reached");
                 self.dead_letter(
-                    &msg,
+                    msg,
                     Some(event_type),
                     delivered,
                     stream_sequence,
@@ -470,7 +623,7 @@ impl<P: Processor> Worker<P> {
                 let delay = self.config.retry_delay(delivered);
                 tracing::warn!(event_id = %event.meta.id, delivered, retry_in_ms = delay.as_millis() as u64, error = %e, "handler failed, will retry");
                 self.count(event_type, Outcome::Retried);
-                ack(&msg, AckKind::Nak(Some(delay))).await;
+                ack(msg, AckKind::Nak(Some(delay))).await;
             }
         }
     }

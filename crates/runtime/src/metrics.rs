@@ -48,6 +48,11 @@ fn handler_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+fn batch_histogram() -> Histogram {
+    // 1 .. 512 events
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
+}
+
 /// Every runtime metric. Cheap to clone through the `Arc`.
 #[derive(Debug)]
 pub struct RuntimeMetrics {
@@ -55,6 +60,7 @@ pub struct RuntimeMetrics {
     pub dead_lettered: Family<ConsumerLabels, Counter>,
     pub redelivered: Family<ConsumerLabels, Counter>,
     pub handler_duration: HistogramFamily,
+    pub batch_size: HistogramFamily,
     pub consumer_pending: Family<PendingLabels, Gauge>,
     pub outbox_backlog: Gauge,
     pub outbox_published: Counter,
@@ -70,6 +76,7 @@ impl RuntimeMetrics {
             dead_lettered: Family::default(),
             redelivered: Family::default(),
             handler_duration: Family::new_with_constructor(handler_histogram),
+            batch_size: Family::new_with_constructor(batch_histogram),
             consumer_pending: Family::default(),
             outbox_backlog: Gauge::default(),
             outbox_published: Counter::default(),
@@ -98,8 +105,13 @@ impl RuntimeMetrics {
         );
         r.register(
             "handler_duration_seconds",
-            "Handler time including its transaction",
+            "Handler time including its transaction (one observation per batch)",
             m.handler_duration.clone(),
+        );
+        r.register(
+            "consumer_batch_size",
+            "Events applied together in one handler transaction",
+            m.batch_size.clone(),
         );
         r.register(
             "consumer_pending",

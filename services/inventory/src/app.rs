@@ -76,11 +76,15 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     };
     let runner = ConsumerRunner::new(
         service.js.clone(),
-        RunnerConfig::new(ConsumerSpec::new(
-            &streams::ORDER,
-            SERVICE,
-            CONSUMED_SUBJECTS,
-        )),
+        // The handler's effect is all in this database (the cache is refreshed after commit).
+        RunnerConfig {
+            batch: usize::from(config.common.consumer_batch),
+            ..RunnerConfig::new(ConsumerSpec::new(
+                &streams::ORDER,
+                SERVICE,
+                CONSUMED_SUBJECTS,
+            ))
+        },
         processor,
         service.metrics.clone(),
     );

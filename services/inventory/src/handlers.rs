@@ -297,16 +297,43 @@ impl<P: Processor> Processor for CacheRefreshing<P> {
         event: &IncomingEvent,
     ) -> Result<Applied, HandlerError> {
         let applied = self.inner.process(consumer, event).await?;
-        let order_id = order_id_of(event);
-        let rows = match store::skus_of_order(&self.pool, &order_id).await {
+        self.refresh(vec![order_id_of(event)]).await;
+        Ok(applied)
+    }
+
+    async fn process_batch(
+        &self,
+        consumer: &str,
+        events: &[IncomingEvent],
+    ) -> Vec<Result<Applied, HandlerError>> {
+        let results = self.inner.process_batch(consumer, events).await;
+        let orders = events
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(e, _)| order_id_of(e))
+            .collect();
+        self.refresh(orders).await;
+        results
+    }
+}
+
+impl<P> CacheRefreshing<P> {
+    /// Re-reads the stock these orders touched into the cache (once per SKU for a batch).
+    async fn refresh(&self, orders: Vec<String>) {
+        if orders.is_empty() {
+            return;
+        }
+        let rows = match store::skus_of_orders(&self.pool, &orders).await {
             Ok(skus) if skus.is_empty() => Ok(Vec::new()),
             Ok(skus) => store::get_stocks(&self.pool, &skus).await,
             Err(e) => Err(e),
         };
         match rows {
             Ok(rows) => self.cache.refresh(&rows).await,
-            Err(e) => tracing::warn!(order_id = %order_id, error = %e, "cache refresh skipped"),
+            Err(e) => {
+                tracing::warn!(orders = orders.len(), first_order_id = %orders[0], error = %e, "cache refresh skipped")
+            }
         }
-        Ok(applied)
     }
 }

@@ -410,11 +410,15 @@ pub async fn close_reservations(
 }
 
 /// SKUs an order's reservation touched (any status), for refreshing the cache after commit.
-pub async fn skus_of_order(pool: &PgPool, order_id: &str) -> Result<Vec<String>, StoreError> {
+/// The SKUs reserved by any of these orders, each once.
+pub async fn skus_of_orders(
+    pool: &PgPool,
+    order_ids: &[String],
+) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT sku FROM inventory_reservations WHERE order_id = $1 ORDER BY sku",
+        "SELECT DISTINCT sku FROM inventory_reservations WHERE order_id = ANY($1) ORDER BY sku",
     )
-    .bind(order_id)
+    .bind(order_ids)
     .fetch_all(pool)
     .await?)
 }

@@ -65,10 +65,15 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         catalog::PAYMENT,
         catalog::DEADLETTER,
     ]);
+    // Both handlers write only to this database (event store, outbox, read model): batchable.
+    let batched = |spec: ConsumerSpec| RunnerConfig {
+        batch: usize::from(config.common.consumer_batch),
+        ..RunnerConfig::new(spec)
+    };
     let runner = |spec: ConsumerSpec, service: &Service| {
         ConsumerRunner::new(
             service.js.clone(),
-            RunnerConfig::new(spec),
+            batched(spec),
             PgProcessor::new(pool.clone(), SagaHandler),
             service.metrics.clone(),
         )
@@ -87,7 +92,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     );
     let projection = ConsumerRunner::new(
         service.js.clone(),
-        RunnerConfig::new(ConsumerSpec::new(
+        batched(ConsumerSpec::new(
             &catalog::ORDER,
             projection::CONSUMER,
             &["order.>"],

@@ -1,7 +1,8 @@
 //! `jetmart-bench`: the system under load, with figures only (it asserts nothing).
 //!
-//! For 1 and 2 replicas of each saga service (order, inventory, payment) as separate processes:
-//! confirmed orders/s at saturation, CPU seconds per service, and at fixed offered rates the
+//! For 1 and 2 replicas of each saga service (order, inventory, payment) as separate processes,
+//! each with consumer batching off (1) and on (32): confirmed orders/s at saturation, Postgres
+//! write transactions per order, CPU seconds per service, and at fixed offered rates the
 //! PlaceOrder latency and placed->confirmed latency percentiles. In the same run, the raw limits:
 //! pipelined JetStream publish and a Postgres outbox-like transaction. Prints a table and writes
 //! JSON.
@@ -40,6 +41,9 @@ struct Args {
     /// Replica counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     replicas: Vec<usize>,
+    /// Consumer batch sizes to measure (`CONSUMER_BATCH`; 1 is one transaction per event).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    batches: Vec<u16>,
     /// Calls in flight at saturation.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -61,7 +65,10 @@ struct RateResult {
 #[derive(Debug, Serialize)]
 struct ReplicaResult {
     replicas: usize,
+    consumer_batch: u16,
     saturation_confirmed_per_s: f64,
+    /// Transaction ids Postgres assigned (write transactions, all databases) per settled order.
+    saturation_pg_write_tx_per_order: f64,
     saturation_placeorder_ms: [f64; 3],
     cpu_seconds_per_service: BTreeMap<String, f64>,
     rates: Vec<RateResult>,
@@ -92,13 +99,19 @@ async fn main() -> anyhow::Result<()> {
         args.replicas.iter().all(|r| *r > 0),
         "--replicas must be at least 1"
     );
+    anyhow::ensure!(
+        args.batches.iter().all(|b| (1..=512).contains(b)),
+        "--batches must be between 1 and 512"
+    );
     eprintln!("measuring raw limits...");
     let publish = jetmart_e2e::limits::jetstream_publish(20_000).await;
     let tx = jetmart_e2e::limits::outbox_transactions(10_000).await;
     let mut runs = Vec::new();
     for &replicas in &args.replicas {
-        eprintln!("{replicas} replica(s) of each saga service...");
-        runs.push(run(&args, replicas).await?);
+        for &batch in &args.batches {
+            eprintln!("{replicas} replica(s) of each saga service, consumer batch {batch}...");
+            runs.push(run(&args, replicas, batch).await?);
+        }
     }
     let report = Report {
         machine: machine(),
@@ -152,8 +165,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-async fn run(args: &Args, replicas: usize) -> anyhow::Result<ReplicaResult> {
-    let dir = args.dir.join(format!("r{replicas}"));
+async fn run(args: &Args, replicas: usize, batch: u16) -> anyhow::Result<ReplicaResult> {
+    let dir = args.dir.join(format!("r{replicas}-b{batch}"));
     std::fs::create_dir_all(dir.join("logs"))?;
     let infra = Infra::start(&InfraOptions {
         nats_nodes: 1,
@@ -164,6 +177,7 @@ async fn run(args: &Args, replicas: usize) -> anyhow::Result<ReplicaResult> {
     for kind in SERVICES.iter().filter(|k| SAGA.contains(&k.name)) {
         for r in 0..replicas {
             let mut env = infra.env(kind, 1);
+            env.insert("CONSUMER_BATCH".into(), batch.to_string());
             if kind.name == "payment" {
                 env.insert("PAYMENT_SIMULATED_LATENCY_MAX_MS".into(), "0".into());
             }
@@ -228,11 +242,13 @@ async fn run(args: &Args, replicas: usize) -> anyhow::Result<ReplicaResult> {
         out: None,
         progress: false,
     };
+    let xid_before = current_xid(&order_db).await?;
     let started = Instant::now();
     let summary = jetmart_loadgen::run(&opts).await?;
     let ids = ok_ids(&summary);
     wait_settled(&order_db, &ids).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let write_tx = current_xid(&order_db).await? - xid_before;
     let confirmed = count_confirmed(&order_db, &ids).await?;
     let mut cpu = BTreeMap::new();
     for (p, before) in procs.iter().zip(cpu_before) {
@@ -276,11 +292,21 @@ async fn run(args: &Args, replicas: usize) -> anyhow::Result<ReplicaResult> {
     }
     Ok(ReplicaResult {
         replicas,
+        consumer_batch: batch,
         saturation_confirmed_per_s: confirmed as f64 / elapsed,
+        saturation_pg_write_tx_per_order: write_tx as f64 / ids.len().max(1) as f64,
         saturation_placeorder_ms,
         cpu_seconds_per_service: cpu,
         rates,
     })
+}
+
+/// Postgres assigns a transaction id to each transaction that writes, in every database of the
+/// server; the difference of two readings counts them (plus the reading itself).
+async fn current_xid(db: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(db)
+        .await?)
 }
 
 fn ok_ids(summary: &jetmart_loadgen::Summary) -> Vec<String> {
@@ -346,20 +372,24 @@ fn print(r: &Report) {
         r.jetstream_publish_per_s, r.postgres_outbox_tx_per_s
     );
     println!(
-        "\n{:<9} {:>14} {:>10} {:>26} {:>30}",
+        "\n{:<9} {:>6} {:>12} {:>10} {:>12} {:>26} {:>30}",
         "replicas",
+        "batch",
         "confirmed/s",
         "÷ PG tx/s",
+        "PG tx/order",
         "PlaceOrder p50/95/99 ms",
         "CPU s (order/inventory/payment)"
     );
     for run in &r.runs {
         let cpu = |s: &str| run.cpu_seconds_per_service.get(s).copied().unwrap_or(0.0);
         println!(
-            "{:<9} {:>14.0} {:>10.2} {:>26} {:>30}",
+            "{:<9} {:>6} {:>12.0} {:>10.3} {:>12.1} {:>26} {:>30}",
             run.replicas,
+            run.consumer_batch,
             run.saturation_confirmed_per_s,
             run.saturation_confirmed_per_s / r.postgres_outbox_tx_per_s,
+            run.saturation_pg_write_tx_per_order,
             format!(
                 "{:.1}/{:.1}/{:.1}",
                 run.saturation_placeorder_ms[0],
@@ -375,8 +405,9 @@ fn print(r: &Report) {
         );
     }
     println!(
-        "\n{:<9} {:>9} {:>10} {:>26} {:>30} {:>7}",
+        "\n{:<9} {:>6} {:>9} {:>10} {:>26} {:>30} {:>7}",
         "replicas",
+        "batch",
         "offered/s",
         "achieved/s",
         "PlaceOrder p50/95/99 ms",
@@ -386,8 +417,9 @@ fn print(r: &Report) {
     for run in &r.runs {
         for rate in &run.rates {
             println!(
-                "{:<9} {:>9.0} {:>10.0} {:>26} {:>30} {:>7}",
+                "{:<9} {:>6} {:>9.0} {:>10.0} {:>26} {:>30} {:>7}",
                 run.replicas,
+                run.consumer_batch,
                 rate.offered_per_s,
                 rate.achieved_per_s,
                 format!(
