@@ -1,5 +1,5 @@
 //! Runtime benchmark: events/s through outbox -> relay -> JetStream -> consumer -> Postgres effect,
-//! with 1 and 2 consumer replicas, beside the raw limits measured in the same run (pipelined
+//! with 1 and 2 consumer replicas, one event per transaction and in batches of up to 32, beside the raw limits measured in the same run (pipelined
 //! JetStream publish, a Postgres outbox-like transaction). Prints a table; asserts nothing.
 //!
 //!     cargo bench -p jetmart-e2e --bench runtime            (JETMART_BENCH_EVENTS=N to resize)
@@ -29,14 +29,18 @@ async fn main() {
         "Postgres outbox-like tx, 8 writers (raw limit)",
         limits::outbox_transactions(n).await,
     ));
-    rows.push((
-        "outbox -> JetStream -> consumer -> effect, 1 replica",
-        pipeline(n, 1).await,
-    ));
-    rows.push((
-        "outbox -> JetStream -> consumer -> effect, 2 replicas",
-        pipeline(n, 2).await,
-    ));
+    for (name, replicas, batch) in [
+        ("outbox -> JetStream -> consumer -> effect, 1 replica", 1, 1),
+        (
+            "outbox -> JetStream -> consumer -> effect, 2 replicas",
+            2,
+            1,
+        ),
+        ("same, consumer batches of up to 32, 1 replica", 1, 32),
+        ("same, consumer batches of up to 32, 2 replicas", 2, 32),
+    ] {
+        rows.push((name, pipeline(n, replicas, batch).await));
+    }
     println!(
         "\njetmart runtime benchmark ({n} events, {} cores)",
         std::thread::available_parallelism().map_or(0, |p| p.get())
@@ -47,7 +51,7 @@ async fn main() {
     }
 }
 
-async fn pipeline(n: usize, replicas: usize) -> f64 {
+async fn pipeline(n: usize, replicas: usize, batch: usize) -> f64 {
     let nats = NatsServer::start().await.unwrap();
     let js = nats.jetstream().await.unwrap();
     let upstream = pg::fresh_database().await.unwrap();
@@ -72,6 +76,7 @@ async fn pipeline(n: usize, replicas: usize) -> f64 {
     for r in 0..replicas {
         let mut config = RunnerConfig::new(consumer_spec("bench"));
         config.consumer.ack_wait = Duration::from_secs(30);
+        config.batch = batch;
         let handler = EffectHandler::new(&format!("r{r}"), &down);
         let runner = ConsumerRunner::new(
             js.clone(),

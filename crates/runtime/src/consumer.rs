@@ -139,6 +139,18 @@ pub trait PgHandler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: &IncomingEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Runs first in a batch's transaction, before any of its events is handled. A handler
+    /// that locks rows other events also touch takes here, in one global order, every lock the
+    /// batch will need, so two batches cannot deadlock. The default takes none.
+    fn lock_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&IncomingEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = (tx, events);
+        async { Ok(()) }
+    }
 }
 
 /// Runs a [`PgHandler`] with the processed-event record in the same transaction.
@@ -228,19 +240,33 @@ impl<H: PgHandler> PgProcessor<H> {
         .into_iter()
         .collect();
         let mut seen = HashSet::with_capacity(events.len());
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            // The same event twice in one batch (a redelivery racing the original) applies once.
-            if fresh.contains(&event.meta.id) && seen.insert(event.meta.id) {
-                self.handler
-                    .handle(&mut tx, event)
-                    .instrument(event_span(consumer, event))
-                    .await?;
-                out.push(Applied::Applied);
-            } else {
-                out.push(Applied::Duplicate);
-            }
+        // The same event twice in one batch (a redelivery racing the original) applies once.
+        let apply: Vec<bool> = events
+            .iter()
+            .map(|e| fresh.contains(&e.meta.id) && seen.insert(e.meta.id))
+            .collect();
+        let applied: Vec<&IncomingEvent> = events
+            .iter()
+            .zip(&apply)
+            .filter_map(|(e, a)| a.then_some(e))
+            .collect();
+        self.handler.lock_batch(&mut tx, &applied).await?;
+        for event in &applied {
+            self.handler
+                .handle(&mut tx, event)
+                .instrument(event_span(consumer, event))
+                .await?;
         }
+        let out = apply
+            .into_iter()
+            .map(|a| {
+                if a {
+                    Applied::Applied
+                } else {
+                    Applied::Duplicate
+                }
+            })
+            .collect();
         tx.commit().await?;
         Ok(out)
     }

@@ -13,7 +13,7 @@
 //! | committed        | no-op                 | no-op (warn)           | no-op (duplicate)    |
 //! | cancelled        | no-op (late placed)   | no-op (duplicate)      | no-op (warn)         |
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::Utc;
 use jetmart_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderPlaced};
@@ -53,6 +53,27 @@ pub struct InventoryHandler;
 impl PgHandler for InventoryHandler {
     fn handles(&self, event_type: &str) -> bool {
         handled_types().iter().any(|t| t == event_type)
+    }
+
+    /// Every order lock, then every stock row the batch may move, each set in key order: the
+    /// handlers take the same locks again (already held), and concurrent batches queue instead
+    /// of deadlocking on hot SKUs.
+    async fn lock_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&IncomingEvent],
+    ) -> Result<(), HandlerError> {
+        let orders: Vec<String> = events.iter().map(|e| order_id_of(e)).collect();
+        store::lock_orders(tx, &orders).await?;
+        let mut skus: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e.is::<OrderPlaced>())
+            .filter_map(|e| e.decode::<OrderPlaced>().ok())
+            .flat_map(|p| p.lines.into_iter().map(|l| l.sku))
+            .collect();
+        skus.extend(store::skus_of_orders(&mut *tx, &orders).await?);
+        store::lock_stock(tx, &skus.into_iter().collect::<Vec<_>>()).await?;
+        Ok(())
     }
 
     async fn handle(

@@ -306,6 +306,19 @@ pub async fn lock_order(conn: &mut PgConnection, order_id: &str) -> Result<(), S
     Ok(())
 }
 
+/// [`lock_order`] for several orders, in key order (so that two callers cannot deadlock).
+pub async fn lock_orders(conn: &mut PgConnection, order_ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT DISTINCT hashtextextended('jetmart.inventory.order:' || id, 0) AS k
+             FROM unnest($1::text[]) AS id ORDER BY k) keys",
+    )
+    .bind(order_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn order_status(
     conn: &mut PgConnection,
     order_id: &str,
@@ -411,15 +424,15 @@ pub async fn close_reservations(
 
 /// SKUs an order's reservation touched (any status), for refreshing the cache after commit.
 /// The SKUs reserved by any of these orders, each once.
-pub async fn skus_of_orders(
-    pool: &PgPool,
+pub async fn skus_of_orders<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     order_ids: &[String],
 ) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT sku FROM inventory_reservations WHERE order_id = ANY($1) ORDER BY sku",
     )
     .bind(order_ids)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 

@@ -29,6 +29,7 @@ Input: (dict "root" $ "svc" $svc) where $svc comes from jetmart.service.values.
       "NATS_URL" (include "jetmart.natsUrl" $root)
       "STREAM_REPLICAS" (toString $root.Values.nats.streamReplicas)
       "SHUTDOWN_DEADLINE_SECS" (toString $root.Values.runtime.shutdownDeadlineSecs)
+      "CONSUMER_BATCH" (toString $root.Values.runtime.consumerBatch)
       "LOG_FORMAT" $root.Values.runtime.logFormat
       "RUST_LOG" $root.Values.runtime.rustLog
       "OTEL_SERVICE_NAME" (printf "jetmart-%s" $name) -}}
