@@ -100,6 +100,18 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<jetstream
     out
 }
 
+/// Messages a stream holds now.
+pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
 pub fn header<'a>(m: &'a async_nats::Message, name: &str) -> Option<&'a str> {
     m.headers.as_ref()?.get(name).map(|v| v.as_str())
 }

@@ -72,15 +72,7 @@ async fn run_role(role: &str) {
         "consumer" => {
             let mut config = RunnerConfig::new(consumer_spec("svc"));
             config.crash_after_effect = 1;
-            let handler = EffectHandler::new("victim", &pool);
-            let _ = ConsumerRunner::new(
-                js,
-                config,
-                PgProcessor::new(pool, handler),
-                RuntimeMetrics::unregistered(),
-            )
-            .run(CancellationToken::new())
-            .await;
+            run_victim(pool, js, config).await;
         }
         "batch-consumer" => {
             let mut config = RunnerConfig::new(consumer_spec("svc"));
@@ -88,15 +80,7 @@ async fn run_role(role: &str) {
             config.batch = 32;
             // Dies only after a real batch, not after a lone first event.
             config.crash_after_effect = 2;
-            let handler = EffectHandler::new("victim", &pool);
-            let _ = ConsumerRunner::new(
-                js,
-                config,
-                PgProcessor::new(pool, handler),
-                RuntimeMetrics::unregistered(),
-            )
-            .run(CancellationToken::new())
-            .await;
+            run_victim(pool, js, config).await;
         }
         "service" => {
             // A service as the kit runs one: consumer and relay under one drain deadline.
@@ -135,6 +119,19 @@ async fn run_role(role: &str) {
 
 const SIMULATED_WORK: Duration = Duration::from_millis(40);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A consumer whose failpoint kills this process after a commit, before the acks.
+async fn run_victim(pool: sqlx::PgPool, js: async_nats::jetstream::Context, config: RunnerConfig) {
+    let handler = EffectHandler::new("victim", &pool);
+    let _ = ConsumerRunner::new(
+        js,
+        config,
+        PgProcessor::new(pool, handler),
+        RuntimeMetrics::unregistered(),
+    )
+    .run(CancellationToken::new())
+    .await;
+}
 
 fn child_env(nats: &NatsServer, db: &pg::TestDatabase) -> [(&'static str, String); 2] {
     [

@@ -113,15 +113,7 @@ async fn poison_goes_to_the_dead_letter_stream_and_later_messages_still_flow() {
     })
     .await;
     wait_until("three dead letters", Duration::from_secs(20), || async {
-        js.get_stream("DEADLETTER")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == 3
+        stream_len(&js, "DEADLETTER").await == 3
     })
     .await;
     // Lanes run concurrently, so the letters may arrive in any order: sort them by subject.
@@ -228,15 +220,7 @@ async fn transient_failures_retry_then_dead_letter_past_the_delivery_limit() {
     let e = placed("o-1");
     publish(&js, &e).await;
     wait_until("dead letter", Duration::from_secs(20), || async {
-        js.get_stream("DEADLETTER")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == 1
+        stream_len(&js, "DEADLETTER").await == 1
     })
     .await;
     let letters = read_stream(&js, "DEADLETTER").await;
@@ -369,17 +353,7 @@ async fn a_backlog_is_applied_in_batches_and_a_failing_event_fails_alone() {
     wait_until(
         "refused ones dead-lettered",
         Duration::from_secs(20),
-        || async {
-            js.get_stream("DEADLETTER")
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .state
-                .messages
-                == refused.len() as u64
-        },
+        || async { stream_len(&js, "DEADLETTER").await == refused.len() as u64 },
     )
     .await;
 

@@ -101,18 +101,26 @@ pub trait Processor: Send + Sync + 'static {
         consumer: &str,
         events: &[IncomingEvent],
     ) -> impl Future<Output = Vec<Result<Applied, HandlerError>>> + Send {
-        async move {
-            let mut out = Vec::with_capacity(events.len());
-            for event in events {
-                out.push(
-                    self.process(consumer, event)
-                        .instrument(event_span(consumer, event))
-                        .await,
-                );
-            }
-            out
-        }
+        one_at_a_time(self, consumer, events)
     }
+}
+
+/// [`Processor::process`] for each event in turn, each in its own span.
+async fn one_at_a_time<P: Processor + ?Sized>(
+    processor: &P,
+    consumer: &str,
+    events: &[IncomingEvent],
+) -> Vec<Result<Applied, HandlerError>> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        out.push(
+            processor
+                .process(consumer, event)
+                .instrument(event_span(consumer, event))
+                .await,
+        );
+    }
+    out
 }
 
 /// The span an event's handling runs in, continuing the producer's trace.
@@ -205,15 +213,7 @@ impl<H: PgHandler> Processor for PgProcessor<H> {
             Err(e) => {
                 // Rolled back as a whole: redo one by one so only the failing event fails.
                 tracing::debug!(consumer, events = events.len(), error = %e, "batch rolled back, applying one at a time");
-                let mut out = Vec::with_capacity(events.len());
-                for event in events {
-                    out.push(
-                        self.process(consumer, event)
-                            .instrument(event_span(consumer, event))
-                            .await,
-                    );
-                }
-                out
+                one_at_a_time(self, consumer, events).await
             }
         }
     }
