@@ -135,6 +135,18 @@ pub fn require_postgres_url(setting: &'static str, url: &str) -> Result<(), Conf
     }
 }
 
+/// Validates a `redis://` or `rediss://` URL setting.
+pub fn require_redis_url(setting: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            "expected a redis:// or rediss:// URL",
+        ))
+    }
+}
+
 /// Parses flags and environment; on error prints one line and exits 64 (help and version exit 0).
 pub fn parse_or_exit<T: Parser>() -> T {
     match T::try_parse() {
@@ -217,5 +229,12 @@ mod tests {
         let c = parse(&["--nats-creds-file", "/nonexistent"]).unwrap();
         assert_eq!(c.validate().unwrap_err().setting, "NATS_CREDS_FILE");
         assert!(require_postgres_url("DATABASE_URL", "mysql://x").is_err());
+        assert!(require_redis_url("REDIS_URL", "rediss://r:6380/1").is_ok());
+        assert_eq!(
+            require_redis_url("REDIS_URL", "http://r")
+                .unwrap_err()
+                .setting,
+            "REDIS_URL"
+        );
     }
 }

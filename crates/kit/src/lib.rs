@@ -14,6 +14,7 @@ pub mod service;
 pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
+pub mod time;
 
 pub use config::{CommonArgs, ConfigError};
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use jetmart_kit::config::require_redis_url;
 use jetmart_kit::{CommonArgs, ConfigError};
 
 #[derive(Debug, Clone, Parser)]
@@ -44,18 +45,6 @@ impl Config {
 
     pub fn marker_ttl(&self) -> Duration {
         Duration::from_secs(self.marker_ttl_secs)
-    }
-}
-
-/// Validates a `redis://` or `rediss://` URL setting.
-pub fn require_redis_url(setting: &'static str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            setting,
-            "expected a redis:// or rediss:// URL",
-        ))
     }
 }
 

@@ -1,17 +1,10 @@
 //! The dashboard as its protobuf contract.
 
-use chrono::{DateTime, Utc};
+use jetmart_kit::time::timestamp;
 use jetmart_proto::analytics::v1 as pb;
 use jetmart_proto::common::v1::Money;
 
 use crate::dashboard::View;
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
 
 fn money(currency: &str, amount_minor: i64) -> Money {
     Money {

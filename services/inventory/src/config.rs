@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use jetmart_kit::CommonArgs;
-use jetmart_kit::config::{ConfigError, require_postgres_url};
+use jetmart_kit::config::{ConfigError, require_postgres_url, require_redis_url};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -62,9 +62,7 @@ impl Config {
         self.common.validate()?;
         require_postgres_url("DATABASE_URL", &self.database_url)?;
         match &self.redis_url {
-            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => Err(
-                ConfigError::new("REDIS_URL", "expected a redis:// or rediss:// URL"),
-            ),
+            Some(url) => require_redis_url("REDIS_URL", url),
             None if self.command() == Command::Serve => Err(ConfigError::new(
                 "REDIS_URL",
                 "required to serve (the availability cache)",

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::{LowStock, RequestedLine, Shortage};
 use crate::store::as_i64;
-use crate::timestamp;
+use jetmart_kit::time::timestamp;
 
 /// `ce-source` of every inventory event.
 pub const SOURCE: &str = "inventory";

@@ -20,11 +20,3 @@ pub mod grpc;
 pub mod handlers;
 pub mod seed;
 pub mod store;
-
-/// A protobuf timestamp.
-pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}

@@ -79,7 +79,7 @@ impl StockRow {
             sold: as_i64(self.level.sold),
             low_stock_threshold: as_i64(self.low_stock_threshold),
             version: self.version,
-            updated_at: Some(crate::timestamp(self.updated_at)),
+            updated_at: Some(jetmart_kit::time::timestamp(self.updated_at)),
         }
     }
 }

@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use crate::domain::EmailTemplate;
 use crate::error::{ApiError, FieldViolation};
-use crate::handlers::{proto_template, timestamp};
+use crate::handlers::proto_template;
 use crate::store::{self, Filter, NotificationRow, PageToken, Status as RowStatus};
+use jetmart_kit::time::timestamp;
 
 const DEFAULT_PAGE: i64 = 20;
 /// Larger page sizes are capped, as the proto says, not refused.

@@ -31,7 +31,8 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use jetmart_kit::time::{from_timestamp, timestamp};
 use jetmart_proto::common::v1::{Money, OrderLine, Shortage};
 use jetmart_proto::notification::v1::{NotificationFailed, NotificationSent, NotificationTemplate};
 use jetmart_proto::order::v1::{CancelReason, OrderCancelled, OrderConfirmed};
@@ -239,7 +240,7 @@ fn email_for(event: &IncomingEvent) -> Result<Email, HandlerError> {
         let expires_at = e
             .expires_at
             .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+            .and_then(from_timestamp)
             .ok_or_else(|| {
                 HandlerError::permanent(format!("survey {} has no valid expires_at", e.survey_id))
             })?;
@@ -322,13 +323,6 @@ pub fn proto_template(t: EmailTemplate) -> NotificationTemplate {
         EmailTemplate::OrderConfirmed => NotificationTemplate::OrderConfirmation,
         EmailTemplate::OrderCancelled => NotificationTemplate::OrderCancellation,
         EmailTemplate::SurveyInvitation => NotificationTemplate::SurveyInvitation,
-    }
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Domain <-> protobuf: the API's Order and the events published on the ORDER stream.
 
-use chrono::{DateTime, Utc};
+use jetmart_kit::time::timestamp;
 use jetmart_proto::common::v1 as common;
 use jetmart_proto::order::v1 as pb;
 use jetmart_runtime::OutgoingEvent;
@@ -12,13 +12,6 @@ use crate::domain::{
 
 /// Event source name (`ce-source`).
 pub const SOURCE: &str = "order";
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
 
 pub fn money(m: Money) -> common::Money {
     common::Money {

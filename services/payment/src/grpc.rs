@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::domain::PaymentStatus;
 use crate::error::ServiceError;
-use crate::handlers::{decline_reason_to_proto, money, timestamp};
+use crate::handlers::{decline_reason_to_proto, money};
+use jetmart_kit::time::timestamp;
 use crate::store::{self, StoredPayment};
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use jetmart_kit::time::timestamp;
 use jetmart_proto::common::v1::Money;
 use jetmart_proto::inventory::v1::StockReserved;
 use jetmart_proto::order::v1::{OrderCancelled, OrderConfirmed};
@@ -139,13 +140,6 @@ pub(crate) fn money(a: &Amount) -> Money {
     Money {
         amount_minor: a.minor_units,
         currency: a.currency.clone(),
-    }
-}
-
-pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldViolation};
-use crate::handlers::timestamp;
 use crate::store::SurveyRecord;
 use crate::surveys::{self, AnswerInput, ScoreInput, Surveys};
+use jetmart_kit::time::timestamp;
 
 #[derive(Debug, Clone)]
 pub struct SurveyApi {

@@ -7,7 +7,8 @@
 //! order.confirmed in stream order (see [`crate::app`]) because the first-order and cool-down
 //! rules depend on which of a customer's orders came first.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
+use jetmart_kit::time::{from_timestamp, timestamp};
 use jetmart_proto::order::v1::OrderConfirmed;
 use jetmart_proto::survey::v1::SurveyRequested;
 use jetmart_runtime::consumer::{HandlerError, PgHandler};
@@ -30,13 +31,6 @@ pub struct ConfirmedOrderHandler {
     pub public_base: String,
 }
 
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
 /// The facts the rules need, from the event. `confirmed_at` falls back to the envelope's time,
 /// which a replay also reproduces.
 fn order_facts(e: &OrderConfirmed, event: &IncomingEvent) -> Result<OrderFacts, HandlerError> {
@@ -54,7 +48,7 @@ fn order_facts(e: &OrderConfirmed, event: &IncomingEvent) -> Result<OrderFacts, 
     let confirmed_at = e
         .confirmed_at
         .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .and_then(from_timestamp)
         .unwrap_or(event.meta.time);
     Ok(OrderFacts {
         order_id,

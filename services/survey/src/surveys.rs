@@ -17,8 +17,8 @@ use crate::domain::{
     check_redeemable, survey_link, validate_response,
 };
 use crate::error::{ApiError, FieldViolation};
-use crate::handlers::timestamp;
 use crate::store::{self, StoreError, SurveyRecord};
+use jetmart_kit::time::timestamp;
 
 /// The score as received: absent, unreadable, or a number (checked against 0..=10 later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -429,7 +429,7 @@ fn parse_postgres_url(s: &str) -> Result<String, String> {
 }
 
 fn parse_redis_url(s: &str) -> Result<String, String> {
-    jetmart_analytics::config::require_redis_url("--redis-url", s)
+    jetmart_kit::config::require_redis_url("--redis-url", s)
         .map(|()| s.to_owned())
         .map_err(|e| e.problem)
 }

@@ -1,114 +1,14 @@
-//! Money as integer minor units of a supported ISO 4217 currency.
+//! Money as integer minor units of a supported ISO 4217 currency (the table is
+//! `jetmart-currency`'s).
 //!
 //! Every arithmetic operation is checked: an overflow or a currency mismatch is an error,
 //! never a wrapped or silently converted amount.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A currency the shop accepts. Serialized as its ISO 4217 code (`"EUR"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Currency {
-    Eur,
-    Usd,
-    Gbp,
-    Jpy,
-    Chf,
-    Sek,
-    Nok,
-    Dkk,
-    Pln,
-    Czk,
-    Cad,
-    Aud,
-}
-
-/// The supported currencies: (currency, ISO 4217 code, minor-unit exponent).
-const TABLE: [(Currency, &str, u32); 12] = [
-    (Currency::Eur, "EUR", 2),
-    (Currency::Usd, "USD", 2),
-    (Currency::Gbp, "GBP", 2),
-    (Currency::Jpy, "JPY", 0),
-    (Currency::Chf, "CHF", 2),
-    (Currency::Sek, "SEK", 2),
-    (Currency::Nok, "NOK", 2),
-    (Currency::Dkk, "DKK", 2),
-    (Currency::Pln, "PLN", 2),
-    (Currency::Czk, "CZK", 2),
-    (Currency::Cad, "CAD", 2),
-    (Currency::Aud, "AUD", 2),
-];
-
-impl Currency {
-    /// Every supported currency, in table order.
-    pub const ALL: [Currency; 12] = [
-        Currency::Eur,
-        Currency::Usd,
-        Currency::Gbp,
-        Currency::Jpy,
-        Currency::Chf,
-        Currency::Sek,
-        Currency::Nok,
-        Currency::Dkk,
-        Currency::Pln,
-        Currency::Czk,
-        Currency::Cad,
-        Currency::Aud,
-    ];
-
-    /// Looks up a currency by its exact (upper-case) ISO 4217 code.
-    pub fn from_code(code: &str) -> Option<Currency> {
-        TABLE
-            .iter()
-            .find(|(_, c, _)| *c == code)
-            .map(|(cur, _, _)| *cur)
-    }
-
-    /// The ISO 4217 code, e.g. `"EUR"`.
-    pub fn code(self) -> &'static str {
-        self.entry().1
-    }
-
-    /// Number of decimal digits of the minor unit: 2 for EUR (cents), 0 for JPY.
-    pub fn exponent(self) -> u32 {
-        self.entry().2
-    }
-
-    /// Minor units in one major unit (`10^exponent`).
-    pub fn minor_per_major(self) -> i64 {
-        10_i64.pow(self.exponent())
-    }
-
-    fn entry(self) -> &'static (Currency, &'static str, u32) {
-        // The table lists every variant, so the lookup cannot fail.
-        TABLE
-            .iter()
-            .find(|(c, _, _)| *c == self)
-            .unwrap_or(&TABLE[0])
-    }
-}
-
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-/// A currency code that is not in the supported table.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported currency {0:?}")]
-pub struct UnknownCurrency(pub String);
-
-impl FromStr for Currency {
-    type Err = UnknownCurrency;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Currency::from_code(s).ok_or_else(|| UnknownCurrency(s.to_owned()))
-    }
-}
+pub use jetmart_currency::{Currency, UnknownCurrency};
 
 /// Why a money operation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -211,22 +111,7 @@ impl Money {
 /// `12.34 EUR`, `-0.05 USD`, `1200 JPY`: the exact amount with the currency's minor digits.
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.amount_minor < 0 { "-" } else { "" };
-        // unsigned_abs: i64::MIN has no positive i64 counterpart.
-        let abs = self.amount_minor.unsigned_abs();
-        let exp = self.currency.exponent();
-        if exp == 0 {
-            return write!(f, "{sign}{abs} {}", self.currency);
-        }
-        let scale = 10_u64.pow(exp);
-        let width = exp as usize;
-        write!(
-            f,
-            "{sign}{}.{:0width$} {}",
-            abs / scale,
-            abs % scale,
-            self.currency
-        )
+        f.write_str(&self.currency.format_minor(self.amount_minor))
     }
 }
 
@@ -234,25 +119,6 @@ impl fmt::Display for Money {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn table_covers_every_variant_with_its_exponent() {
-        for c in Currency::ALL {
-            assert_eq!(Currency::from_code(c.code()), Some(c));
-        }
-        assert_eq!(Currency::Jpy.exponent(), 0);
-        assert_eq!(Currency::Eur.exponent(), 2);
-        assert_eq!(Currency::Eur.minor_per_major(), 100);
-        assert_eq!(Currency::Jpy.minor_per_major(), 1);
-    }
-
-    #[test]
-    fn unknown_and_lower_case_codes_are_refused() {
-        assert_eq!(Currency::from_code("XXX"), None);
-        assert_eq!(Currency::from_code("eur"), None);
-        assert_eq!("".parse::<Currency>(), Err(UnknownCurrency(String::new())));
-        assert_eq!("GBP".parse::<Currency>(), Ok(Currency::Gbp));
-    }
 
     #[test]
     fn serializes_as_iso_code() {
