@@ -164,10 +164,21 @@ impl Relay {
         let mut backoff = self.config.retry_initial;
         let mut rounds: u64 = 0;
         while !shutdown.is_cancelled() {
+            // Every await on Postgres or NATS races the shutdown: with either gone (a terminal's
+            // Ctrl-C reaches the servers too) a connect or a round can take its whole timeout.
+            // A round cut short rolls back; what it published is sent again by the flush below
+            // (or the next relay) with the same Nats-Msg-Id, which JetStream drops as a duplicate.
             if listener.is_none() {
-                listener = self.listen().await;
+                listener = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    l = self.listen() => l,
+                };
             }
-            let wait = match self.round().await {
+            let round = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.round() => r,
+            };
+            let wait = match round {
                 Ok(Round::Published { more: true, .. }) => {
                     backoff = self.config.retry_initial;
                     continue;
@@ -219,14 +230,18 @@ impl Relay {
         Some(l)
     }
 
-    /// Publishes every committed row, for at most `timeout`. Returns the rows left unpublished
-    /// as far as this relay knows (0 when it emptied the outbox).
-    pub async fn flush(&self, timeout: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Publishes every committed row, for at most `timeout` (counting what is left included).
+    /// Returns the rows left unpublished: `Some(0)` when it emptied the outbox, `None` when it
+    /// could not tell (Postgres unreachable).
+    pub async fn flush(&self, timeout: Duration) -> Option<usize> {
+        let start = tokio::time::Instant::now();
+        // Counting the rest needs Postgres too; keep a slice of the time for it.
+        let count_time = (timeout / 10).min(Duration::from_millis(500));
+        let deadline = start + timeout - count_time;
         let mut backoff = self.config.retry_initial;
         loop {
             match tokio::time::timeout_at(deadline, self.round()).await {
-                Ok(Ok(Round::Published { more: false, .. })) => return 0,
+                Ok(Ok(Round::Published { more: false, .. })) => return Some(0),
                 Ok(Ok(Round::Published { more: true, .. })) => {}
                 Ok(Ok(Round::NotLeader)) | Ok(Err(_)) => {
                     if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff))
@@ -240,12 +255,21 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        let left = self.backlog().await.unwrap_or(-1);
-        tracing::warn!(
-            left,
-            "outbox flush deadline reached; the next relay publishes the rest"
-        );
-        left.max(0) as usize
+        let left = tokio::time::timeout(count_time, self.backlog())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|n| n.max(0) as usize);
+        match left {
+            Some(left) => tracing::warn!(
+                left,
+                "outbox flush deadline reached; the next relay publishes the rest"
+            ),
+            None => tracing::warn!(
+                "outbox flush deadline reached, Postgres unreachable; the next relay publishes the rest"
+            ),
+        }
+        left
     }
 
     /// Unpublished rows.

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use jetmart_testkit::{NatsCluster, NatsServer, PgCluster, RedisServer, SmtpSink};
 use tokio::process::{Child, Command};
 
+pub mod supervise;
+
 /// A service the stack can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceKind {
@@ -266,31 +268,49 @@ impl ServiceProcess {
         }
     }
 
-    /// SIGTERM, then wait up to `grace`, then SIGKILL.
-    pub async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+    /// Sends SIGTERM (a graceful drain) without waiting.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) has no memory-safety preconditions; pid is our unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
+    }
+
+    /// SIGTERM, then wait up to `grace`, then SIGKILL. None when it had to be killed (or was
+    /// not running).
+    pub async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.terminate();
+        let mut child = self.child.take()?;
         match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
                 let _ = child.start_kill();
-                child.wait().await.ok()
+                let _ = child.wait().await;
+                None
             }
         }
+    }
+
+    /// The exit status, once the process has exited (it is reaped then; [`spawn`](Self::spawn)
+    /// starts it again).
+    pub fn try_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        jetmart_testkit::http::get(([127, 0, 0, 1], self.http).into(), "/readyz")
+            .await
+            .is_ok_and(|(code, _)| code == 200)
     }
 
     /// Polls `/readyz` until it answers 200, or fails with the end of the log.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if jetmart_testkit::http::get(([127, 0, 0, 1], self.http).into(), "/readyz")
-                .await
-                .is_ok_and(|(code, _)| code == 200)
-            {
+            if self.is_ready().await {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
