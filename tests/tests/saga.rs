@@ -152,6 +152,74 @@ async fn customer_cancels_racing_the_authorization_never_capture_a_cancelled_ord
 }
 
 #[tokio::test]
+async fn a_gateway_without_answer_cancels_the_order_by_the_deadline_and_releases_its_stock() {
+    let options = Options {
+        payment_args: [
+            "--authorize-deadline-ms",
+            "2000",
+            "--retry-max-attempts",
+            "2",
+            "--retry-base-delay-ms",
+            "20",
+            "--retry-max-delay-ms",
+            "50",
+            "--redelivery-initial-ms",
+            "100",
+            "--redelivery-max-ms",
+            "500",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let mut s = System::start(options).await;
+    s.stock("SKU-A", 5).await;
+    let stuck = s
+        .place(order_request("stuck", &[("SKU-A", 2)], "tok_transient"))
+        .await;
+    let stuck = s.settled(&stuck.order_id).await;
+    assert_eq!(stuck.status(), OrderStatus::Cancelled);
+    assert_eq!(stuck.cancel_reason(), CancelReason::PaymentDeclined);
+    assert!(
+        stuck.cancel_detail.contains("GATEWAY_UNAVAILABLE"),
+        "{}",
+        stuck.cancel_detail
+    );
+    // Another customer is not held back by that card's failures.
+    let ok = s
+        .place(order_request("ok", &[("SKU-A", 1)], "tok_visa"))
+        .await;
+    assert_eq!(
+        s.settled(&ok.order_id).await.status(),
+        OrderStatus::Confirmed
+    );
+    // An order that got no stock gets no payment row.
+    let short = s
+        .place(order_request("short", &[("SKU-A", 50)], "tok_visa"))
+        .await;
+    let short = s.settled(&short.order_id).await;
+    assert_eq!(short.cancel_reason(), CancelReason::OutOfStock);
+    s.drain().await;
+    let level = s.level("SKU-A").await;
+    assert_eq!(
+        (level.available, level.reserved, level.sold),
+        (4, 0, 1),
+        "the timed-out order's stock was released"
+    );
+    let payment = s.payment(&stuck.order_id).await.unwrap();
+    assert_eq!(payment.status(), PaymentStatus::Declined);
+    assert_eq!(
+        payment.decline_reason(),
+        jetmart_proto::payment::v1::DeclineReason::GatewayUnavailable
+    );
+    assert!(s.payment(&short.order_id).await.is_none());
+    let report = s.check().await;
+    assert_clean(&report);
+    assert_eq!((report.confirmed, report.cancelled), (1, 2));
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn fifty_concurrent_orders_for_ten_units_on_two_inventory_replicas() {
     let mut s = System::start(Options {
         inventory_replicas: 2,

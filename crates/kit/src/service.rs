@@ -158,7 +158,7 @@ impl Service {
     /// Serves until `shutdown`, then drains within the configured deadline.
     pub async fn run(
         self,
-        grpc: tonic::transport::server::Router,
+        grpc: crate::grpc::GrpcRouter,
         shutdown: CancellationToken,
     ) -> Result<(), ServiceError> {
         let deadline = self.common.shutdown_deadline();

@@ -1,9 +1,9 @@
 //! The consumer runner: one durable pull consumer shared by every replica of a service, with an
 //! exactly-once *effect* per event.
 //!
-//! Each event is handed to a [`Processor`] that applies it at most once (the Postgres one records
-//! `(consumer, event id)` in the handler's own transaction; the Redis one checks and applies in
-//! one script). The message is acknowledged only after that commit, so a crash anywhere leads to
+//! Each event is handed to a [`Processor`] that applies it at most once (the Postgres one,
+//! [`crate::pg_once`], records `(consumer, event id)` in the handler's own transaction; the Redis
+//! one, [`crate::redis_once`], checks and applies in one script). The message is acknowledged only after that commit, so a crash anywhere leads to
 //! a redelivery that is recognised as a duplicate. Transient failures are nacked with backoff;
 //! undecodable messages, permanent failures and messages past the delivery limit are copied to
 //! the dead-letter stream, then terminated, and the runner goes on. Events of one aggregate are
@@ -16,7 +16,6 @@
 //! rolled back and its events are applied one at a time, so each failure is retried or
 //! dead-lettered on its own and no event's effect depends on its neighbours.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -24,17 +23,17 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::deadletter::{self, Reason};
 use crate::envelope::{DecodeError, EventMeta, IncomingEvent};
 use crate::metrics::{ConsumerLabels, HandledLabels, Outcome, PendingLabels, RuntimeMetrics};
 use crate::provision::{self, ConsumerSpec, ProvisionError};
+
+pub use crate::pg_once::{PgHandler, PgProcessor};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,9 +43,12 @@ pub enum HandlerError {
     /// Worth retrying later (database or network trouble, a dependency away).
     #[error("transient: {0}")]
     Transient(BoxError),
-    /// Will never succeed (malformed content, a rule the event breaks): dead-letter it.
+    /// Will never succeed (a rule the event breaks): dead-letter it.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The payload is not the message its `ce-type` names: dead-letter it as undecodable.
+    #[error("undecodable: {0}")]
+    Undecodable(String),
 }
 
 impl HandlerError {
@@ -66,7 +68,7 @@ impl From<sqlx::Error> for HandlerError {
 
 impl From<DecodeError> for HandlerError {
     fn from(e: DecodeError) -> Self {
-        Self::Permanent(e.to_string())
+        Self::Undecodable(e.to_string())
     }
 }
 
@@ -106,7 +108,7 @@ pub trait Processor: Send + Sync + 'static {
 }
 
 /// [`Processor::process`] for each event in turn, each in its own span.
-async fn one_at_a_time<P: Processor + ?Sized>(
+pub(crate) async fn one_at_a_time<P: Processor + ?Sized>(
     processor: &P,
     consumer: &str,
     events: &[IncomingEvent],
@@ -135,141 +137,6 @@ pub fn event_span(consumer: &str, event: &IncomingEvent) -> tracing::Span {
     );
     crate::trace::continue_from(&span, event.meta.traceparent.as_deref());
     span
-}
-
-/// A handler whose effect lives in the service's Postgres database. It runs inside the
-/// transaction that also records the event as processed; events it emits go through
-/// [`crate::outbox::enqueue`] on the same connection.
-pub trait PgHandler: Send + Sync + 'static {
-    fn handles(&self, event_type: &str) -> bool;
-    fn handle(
-        &self,
-        tx: &mut PgConnection,
-        event: &IncomingEvent,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-
-    /// Runs first in a batch's transaction, before any of its events is handled. A handler
-    /// that locks rows other events also touch takes here, in one global order, every lock the
-    /// batch will need, so two batches cannot deadlock. The default takes none.
-    fn lock_batch(
-        &self,
-        tx: &mut PgConnection,
-        events: &[&IncomingEvent],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        let _ = (tx, events);
-        async { Ok(()) }
-    }
-}
-
-/// Runs a [`PgHandler`] with the processed-event record in the same transaction.
-#[derive(Debug)]
-pub struct PgProcessor<H> {
-    pool: PgPool,
-    handler: H,
-}
-
-impl<H: PgHandler> PgProcessor<H> {
-    pub fn new(pool: PgPool, handler: H) -> Self {
-        Self { pool, handler }
-    }
-}
-
-impl<H: PgHandler> Processor for PgProcessor<H> {
-    fn handles(&self, event_type: &str) -> bool {
-        self.handler.handles(event_type)
-    }
-
-    async fn process(
-        &self,
-        consumer: &str,
-        event: &IncomingEvent,
-    ) -> Result<Applied, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        // A concurrent copy of this event blocks here until the first commits, then sees it.
-        let fresh = sqlx::query(
-            "INSERT INTO jetmart_processed (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(event.meta.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(Applied::Duplicate);
-        }
-        self.handler.handle(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(Applied::Applied)
-    }
-
-    async fn process_batch(
-        &self,
-        consumer: &str,
-        events: &[IncomingEvent],
-    ) -> Vec<Result<Applied, HandlerError>> {
-        match self.apply_together(consumer, events).await {
-            Ok(applied) => applied.into_iter().map(Ok).collect(),
-            Err(e) => {
-                // Rolled back as a whole: redo one by one so only the failing event fails.
-                tracing::debug!(consumer, events = events.len(), error = %e, "batch rolled back, applying one at a time");
-                one_at_a_time(self, consumer, events).await
-            }
-        }
-    }
-}
-
-impl<H: PgHandler> PgProcessor<H> {
-    /// Every event of the batch in one transaction, with one statement recording them all.
-    async fn apply_together(
-        &self,
-        consumer: &str,
-        events: &[IncomingEvent],
-    ) -> Result<Vec<Applied>, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.meta.id).collect();
-        let fresh: HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO jetmart_processed (consumer, event_id)
-             SELECT $1, id FROM unnest($2::uuid[]) AS id
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(consumer)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let mut seen = HashSet::with_capacity(events.len());
-        // The same event twice in one batch (a redelivery racing the original) applies once.
-        let apply: Vec<bool> = events
-            .iter()
-            .map(|e| fresh.contains(&e.meta.id) && seen.insert(e.meta.id))
-            .collect();
-        let applied: Vec<&IncomingEvent> = events
-            .iter()
-            .zip(&apply)
-            .filter_map(|(e, a)| a.then_some(e))
-            .collect();
-        self.handler.lock_batch(&mut tx, &applied).await?;
-        for event in &applied {
-            self.handler
-                .handle(&mut tx, event)
-                .instrument(event_span(consumer, event))
-                .await?;
-        }
-        let out = apply
-            .into_iter()
-            .map(|a| {
-                if a {
-                    Applied::Applied
-                } else {
-                    Applied::Duplicate
-                }
-            })
-            .collect();
-        tx.commit().await?;
-        Ok(out)
-    }
 }
 
 /// Runner settings.
@@ -309,15 +176,10 @@ impl RunnerConfig {
         }
     }
 
-    /// Nak delay after the `delivered`-th failed attempt: exponential with full jitter.
+    /// Nak delay after the `delivered`-th failed attempt ([`crate::backoff`]).
     pub fn retry_delay(&self, delivered: i64) -> Duration {
-        let exp = delivered.clamp(1, 20) as u32 - 1;
-        let cap = self
-            .retry_initial
-            .saturating_mul(1 << exp.min(16))
-            .min(self.retry_max);
-        let jitter: f64 = rand::random::<f64>();
-        cap.mul_f64(0.5 + jitter / 2.0)
+        let failures = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        crate::backoff::Backoff::new(self.retry_initial, self.retry_max).delay(failures)
     }
 }
 
@@ -544,6 +406,7 @@ impl<P: Processor> Worker<P> {
             payload: msg.payload.clone(),
             delivered,
             stream_sequence,
+            decoded: Default::default(),
         })
     }
 
@@ -629,6 +492,18 @@ impl<P: Processor> Worker<P> {
                     delivered,
                     stream_sequence,
                     Reason::Permanent,
+                    &reason,
+                )
+                .await;
+            }
+            Err(HandlerError::Undecodable(reason)) => {
+                tracing::error!(event_id = %event.meta.id, error = %reason, "undecodable payload");
+                self.dead_letter(
+                    msg,
+                    Some(event_type),
+                    delivered,
+                    stream_sequence,
+                    Reason::Undecodable,
                     &reason,
                 )
                 .await;

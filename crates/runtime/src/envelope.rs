@@ -196,6 +196,23 @@ pub struct IncomingEvent {
     /// Delivery attempt, starting at 1.
     pub delivered: i64,
     pub stream_sequence: u64,
+    /// What [`IncomingEvent::decoded`] made of the payload, so that the steps one delivery
+    /// goes through (batch locks, handler, after-commit work) decode it once.
+    pub decoded: DecodedPayload,
+}
+
+/// The payload of an [`IncomingEvent`], once decoded (empty until then).
+#[derive(Clone, Default)]
+pub struct DecodedPayload(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for DecodedPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "DecodedPayload(decoded)"
+        } else {
+            "DecodedPayload(not yet)"
+        })
+    }
 }
 
 /// The payload is not the protobuf message its `ce-type` names.
@@ -213,6 +230,22 @@ impl IncomingEvent {
             event_type: self.meta.event_type.clone(),
             source,
         })
+    }
+
+    /// The payload as `E`, decoded on the first call and shared by the later ones.
+    pub fn decoded<E>(&self) -> Result<std::sync::Arc<E>, DecodeError>
+    where
+        E: prost::Message + Default + Send + Sync + 'static,
+    {
+        if let Some(any) = self.decoded.0.get()
+            && let Ok(e) = any.clone().downcast::<E>()
+        {
+            return Ok(e);
+        }
+        let e = std::sync::Arc::new(self.decode::<E>()?);
+        // Asked as another type first: that one stays cached, this one is just returned.
+        let _ = self.decoded.0.set(e.clone());
+        Ok(e)
     }
 
     /// True when `ce-type` names `E`.
@@ -244,6 +277,30 @@ mod tests {
             meta.correlation_id.as_deref(),
             Some(out.id.to_string().as_str())
         );
+    }
+
+    #[test]
+    fn a_payload_is_decoded_once() {
+        let out = OutgoingEvent::new(
+            "order",
+            "o-1",
+            &OrderCancelled {
+                order_id: "o-1".into(),
+                ..Default::default()
+            },
+        );
+        let event = IncomingEvent {
+            meta: EventMeta::from_headers(Some(&out.nats_headers())).unwrap(),
+            subject: out.subject.clone(),
+            payload: out.payload.clone(),
+            delivered: 1,
+            stream_sequence: 1,
+            decoded: DecodedPayload::default(),
+        };
+        let first = event.decoded::<OrderCancelled>().unwrap();
+        let again = event.decoded::<OrderCancelled>().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        assert_eq!(again.order_id, "o-1");
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! - [`provision`]: idempotent stream and durable consumer set-up.
 //! - [`outbox`]: write events in the state-change transaction; the [`outbox::Relay`] publishes them.
 //! - [`consumer`]: the exactly-once-effect consumer runner with retries and dead letters.
+//! - [`pg_once`]: exactly-once effects for handlers whose state lives in Postgres.
 //! - [`redis_once`]: the same exactly-once effect for handlers whose state lives in Redis.
+//! - [`backoff`]: the exponential backoff with jitter every retry uses.
 
+pub mod backoff;
 pub mod catalog;
 pub mod consumer;
 pub mod deadletter;
@@ -16,6 +19,7 @@ pub mod envelope;
 mod failpoint;
 pub mod metrics;
 pub mod outbox;
+pub mod pg_once;
 pub mod provision;
 pub mod redis_once;
 mod trace;

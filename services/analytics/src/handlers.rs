@@ -232,6 +232,7 @@ mod tests {
             payload: out.payload.clone(),
             delivered: 1,
             stream_sequence: 1,
+            decoded: Default::default(),
         }
     }
 
@@ -311,7 +312,7 @@ mod tests {
         garbage.payload = bytes_of(&[0xff, 0xff, 0xff]);
         assert!(matches!(
             effects(&ks, &garbage),
-            Err(HandlerError::Permanent(_))
+            Err(HandlerError::Undecodable(_))
         ));
     }
 

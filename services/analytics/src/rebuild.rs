@@ -446,6 +446,7 @@ async fn apply(
         payload: msg.payload.clone(),
         delivered: 1,
         stream_sequence: sequence,
+        decoded: Default::default(),
     };
     let mut attempt = 0;
     loop {
@@ -453,7 +454,7 @@ async fn apply(
         match processor.process(NAME, &event).await {
             Ok(Applied::Applied) => return Ok(Outcome::Applied),
             Ok(Applied::Duplicate) => return Ok(Outcome::Duplicate),
-            Err(HandlerError::Permanent(reason)) => {
+            Err(HandlerError::Permanent(reason) | HandlerError::Undecodable(reason)) => {
                 tracing::debug!(stream, sequence, event_id = %event.meta.id, %reason, "replay skips a bad event");
                 return Ok(Outcome::Skipped);
             }

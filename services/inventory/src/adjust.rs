@@ -3,13 +3,13 @@
 //! crossing) in the same transaction. Used by the gRPC API and by `seed-demo`.
 
 use chrono::Utc;
+use jetmart_kit::error::FieldViolation;
 use jetmart_runtime::outbox;
 use sqlx::PgPool;
-use tonic_types::FieldViolation;
 use uuid::Uuid;
 
 use crate::domain::{LowStockRule, MAX_REASON_LEN, Movement, MovementError};
-use crate::error::ServiceError;
+use crate::error::ApiError;
 use crate::events;
 use crate::store::{self, AdjustmentRecord, LedgerRef, MAX_SKU_LEN, StockRow, valid_sku};
 
@@ -84,13 +84,10 @@ pub fn violations(req: &AdjustRequest) -> Vec<FieldViolation> {
 
 /// Validates and applies `req` in one transaction. The caller refreshes the cache with
 /// the returned row after this returns (the commit is done).
-pub async fn adjust_stock(
-    pool: &PgPool,
-    req: &AdjustRequest,
-) -> Result<AdjustOutcome, ServiceError> {
+pub async fn adjust_stock(pool: &PgPool, req: &AdjustRequest) -> Result<AdjustOutcome, ApiError> {
     let invalid = violations(req);
     if !invalid.is_empty() {
-        return Err(ServiceError::InvalidArgument(invalid));
+        return Err(ApiError::InvalidArgument(invalid));
     }
     let mut tx = pool.begin().await?;
     // The ledger and the adjustment record reference the SKU's row, so it exists first; a
@@ -101,7 +98,7 @@ pub async fn adjust_stock(
     let row = store::lock_stock(&mut tx, std::slice::from_ref(&req.sku))
         .await?
         .pop()
-        .ok_or_else(|| ServiceError::Aborted(format!("stock row of {} vanished", req.sku)))?;
+        .ok_or_else(|| ApiError::Aborted(format!("stock row of {} vanished", req.sku)))?;
     let record = AdjustmentRecord {
         adjustment_id: Uuid::now_v7(),
         sku: req.sku.clone(),
@@ -113,7 +110,7 @@ pub async fn adjust_stock(
             && existing.delta == record.delta
             && existing.reason == record.reason;
         if !same {
-            return Err(ServiceError::AlreadyExists {
+            return Err(ApiError::AlreadyExists {
                 key: req.idempotency_key.clone(),
             });
         }
@@ -139,7 +136,7 @@ pub async fn adjust_stock(
     {
         Ok(after) => after,
         Err(store::StoreError::Movement(e @ MovementError::InsufficientAvailable { .. })) => {
-            return Err(ServiceError::FailedPrecondition {
+            return Err(ApiError::FailedPrecondition {
                 subject: req.sku.clone(),
                 description: format!(
                     "write-off of {} from {}: {e}",
@@ -149,7 +146,7 @@ pub async fn adjust_stock(
             });
         }
         Err(store::StoreError::Movement(MovementError::Overflow)) => {
-            return Err(ServiceError::FailedPrecondition {
+            return Err(ApiError::FailedPrecondition {
                 subject: req.sku.clone(),
                 description: format!(
                     "restock of {} would overflow the stock of {}",

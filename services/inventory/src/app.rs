@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{CacheMetrics, StockCache};
 use crate::config::Config;
-use crate::error::ServiceError;
+use crate::error::ApiError;
 use crate::grpc::InventoryApi;
 use crate::handlers::{CacheRefreshing, InventoryHandler};
 use crate::seed::{self, Seeded};
@@ -128,7 +128,7 @@ pub enum SeedError {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error(transparent)]
-    Seed(#[from] ServiceError),
+    Seed(#[from] ApiError),
 }
 
 /// `jetmart-inventory seed-demo`: migrations, then the demo catalog (idempotent). With

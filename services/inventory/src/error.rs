@@ -1,13 +1,14 @@
 //! Errors of the inventory API and the one place they become gRPC statuses.
 
+use jetmart_kit::error::FieldViolation;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::MovementError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub enum ApiError {
     /// Bad input, one violation per field.
     #[error("invalid request: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
@@ -35,71 +36,70 @@ pub enum ServiceError {
 fn describe(violations: &[FieldViolation]) -> String {
     violations
         .iter()
+        .take(jetmart_kit::error::MAX_VIOLATIONS)
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-impl From<StoreError> for ServiceError {
+impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Database(e) => e.into(),
-            StoreError::Conflict { .. } => ServiceError::Aborted(e.to_string()),
+            StoreError::Conflict { .. } => ApiError::Aborted(e.to_string()),
             StoreError::Movement(e) => e.into(),
         }
     }
 }
 
-impl From<sqlx::Error> for ServiceError {
+impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => ServiceError::Unavailable(e.to_string()),
+            | sqlx::Error::Tls(_) => ApiError::Unavailable(e.to_string()),
             // serialization_failure, deadlock_detected: retryable.
             sqlx::Error::Database(db)
                 if matches!(db.code().as_deref(), Some("40001" | "40P01")) =>
             {
-                ServiceError::Aborted(e.to_string())
+                ApiError::Aborted(e.to_string())
             }
-            _ => ServiceError::Internal(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
         }
     }
 }
 
-impl From<MovementError> for ServiceError {
+impl From<MovementError> for ApiError {
     fn from(e: MovementError) -> Self {
         match e {
             MovementError::InsufficientAvailable { .. }
-            | MovementError::InsufficientReserved { .. } => ServiceError::FailedPrecondition {
+            | MovementError::InsufficientReserved { .. } => ApiError::FailedPrecondition {
                 subject: String::new(),
                 description: e.to_string(),
             },
-            MovementError::Overflow => ServiceError::FailedPrecondition {
+            MovementError::Overflow => ApiError::FailedPrecondition {
                 subject: String::new(),
                 description: e.to_string(),
             },
             MovementError::ZeroQuantity => {
-                ServiceError::InvalidArgument(vec![FieldViolation::new("delta", e.to_string())])
+                ApiError::InvalidArgument(vec![FieldViolation::new("delta", e.to_string())])
             }
             MovementError::BadReason => {
-                ServiceError::InvalidArgument(vec![FieldViolation::new("reason", e.to_string())])
+                ApiError::InvalidArgument(vec![FieldViolation::new("reason", e.to_string())])
             }
         }
     }
 }
 
-impl From<ServiceError> for Status {
-    fn from(e: ServiceError) -> Self {
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
         let message = e.to_string();
         match e {
-            ServiceError::InvalidArgument(violations) => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request(violations),
-            ),
-            ServiceError::NotFound(sku) => Status::with_error_details(
+            ApiError::InvalidArgument(violations) => {
+                jetmart_kit::error::invalid_argument(violations)
+            }
+            ApiError::NotFound(sku) => Status::with_error_details(
                 Code::NotFound,
                 message,
                 ErrorDetails::with_resource_info(
@@ -109,7 +109,7 @@ impl From<ServiceError> for Status {
                     "never stocked",
                 ),
             ),
-            ServiceError::FailedPrecondition {
+            ApiError::FailedPrecondition {
                 subject,
                 description,
             } => Status::with_error_details(
@@ -117,10 +117,10 @@ impl From<ServiceError> for Status {
                 message,
                 ErrorDetails::with_precondition_failure_violation("STOCK", subject, description),
             ),
-            ServiceError::AlreadyExists { .. } => Status::already_exists(message),
-            ServiceError::Unavailable(_) => Status::unavailable(message),
-            ServiceError::Aborted(_) => Status::aborted(message),
-            ServiceError::Internal(_) => {
+            ApiError::AlreadyExists { .. } => Status::already_exists(message),
+            ApiError::Unavailable(_) => Status::unavailable(message),
+            ApiError::Aborted(_) => Status::aborted(message),
+            ApiError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal("internal error")
             }

@@ -5,6 +5,7 @@
 //! - ListStock: from Postgres, ordered by SKU, paginated with opaque page tokens.
 //! - AdjustStock: see [`crate::adjust`]; the cache entry is rewritten after the commit.
 
+use jetmart_kit::error::FieldViolation;
 use jetmart_proto::inventory::v1::inventory_service_server::InventoryService;
 use jetmart_proto::inventory::v1::{
     AdjustStockRequest, AdjustStockResponse, GetStockRequest, GetStockResponse, ListStockRequest,
@@ -12,11 +13,10 @@ use jetmart_proto::inventory::v1::{
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use tonic_types::FieldViolation;
 
 use crate::adjust::{self, AdjustRequest};
 use crate::cache::StockCache;
-use crate::error::ServiceError;
+use crate::error::ApiError;
 use crate::store::{self, valid_sku};
 
 /// ListStock page size when the request gives none, and the most it may ask for.
@@ -47,7 +47,7 @@ pub struct InventoryApi {
 }
 
 impl InventoryApi {
-    async fn get_stock_row(&self, sku: &str) -> Result<store::StockRow, ServiceError> {
+    async fn get_stock_row(&self, sku: &str) -> Result<store::StockRow, ApiError> {
         match self.cache.get(sku).await {
             Ok(Some(row)) => {
                 self.cache.metrics.hits.inc();
@@ -63,7 +63,7 @@ impl InventoryApi {
         }
         let row = store::get_stock(&self.pool, sku)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(sku.to_owned()))?;
+            .ok_or_else(|| ApiError::NotFound(sku.to_owned()))?;
         self.cache.refresh(std::slice::from_ref(&row)).await;
         Ok(row)
     }
@@ -91,9 +91,7 @@ impl InventoryService for InventoryApi {
             } else {
                 "not a valid SKU"
             };
-            return Err(
-                ServiceError::InvalidArgument(vec![FieldViolation::new("sku", what)]).into(),
-            );
+            return Err(ApiError::InvalidArgument(vec![FieldViolation::new("sku", what)]).into());
         }
         let row = self.get_stock_row(&sku).await?;
         Ok(Response::new(GetStockResponse {
@@ -123,7 +121,7 @@ impl InventoryService for InventoryApi {
             parsed
         };
         if !violations.is_empty() {
-            return Err(ServiceError::InvalidArgument(violations).into());
+            return Err(ApiError::InvalidArgument(violations).into());
         }
         let size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -132,7 +130,7 @@ impl InventoryService for InventoryApi {
         // One extra row tells whether another page follows.
         let mut rows = store::list_stock(&self.pool, after.as_deref(), i64::from(size) + 1)
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(ApiError::from)?;
         let more = rows.len() > size as usize;
         rows.truncate(size as usize);
         let next_page_token = match rows.last() {

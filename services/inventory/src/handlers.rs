@@ -68,8 +68,8 @@ impl PgHandler for InventoryHandler {
         let mut skus: BTreeSet<String> = events
             .iter()
             .filter(|e| e.is::<OrderPlaced>())
-            .filter_map(|e| e.decode::<OrderPlaced>().ok())
-            .flat_map(|p| p.lines.into_iter().map(|l| l.sku))
+            .filter_map(|e| e.decoded::<OrderPlaced>().ok())
+            .flat_map(|p| p.lines.iter().map(|l| l.sku.clone()).collect::<Vec<_>>())
             .collect();
         skus.extend(store::skus_of_orders(&mut *tx, &orders).await?);
         store::lock_stock(tx, &skus.into_iter().collect::<Vec<_>>()).await?;
@@ -81,13 +81,14 @@ impl PgHandler for InventoryHandler {
         tx: &mut PgConnection,
         event: &IncomingEvent,
     ) -> Result<(), HandlerError> {
+        // decoded(): lock_batch and the cache refresh read the same payload; it is decoded once.
         if event.is::<OrderPlaced>() {
-            placed(tx, event, &event.decode::<OrderPlaced>()?).await
+            placed(tx, event, &*event.decoded::<OrderPlaced>()?).await
         } else if event.is::<OrderCancelled>() {
-            let cancelled: OrderCancelled = event.decode()?;
+            let cancelled = event.decoded::<OrderCancelled>()?;
             cancelled_order(tx, event, &require_order_id(&cancelled.order_id)?).await
         } else if event.is::<OrderConfirmed>() {
-            let confirmed: OrderConfirmed = event.decode()?;
+            let confirmed = event.decoded::<OrderConfirmed>()?;
             confirmed_order(tx, event, &require_order_id(&confirmed.order_id)?).await
         } else {
             Ok(())
@@ -106,11 +107,20 @@ fn require_order_id(order_id: &str) -> Result<String, HandlerError> {
 /// The order an event is about (payload first, the envelope's aggregate id otherwise).
 pub fn order_id_of(event: &IncomingEvent) -> String {
     let from_payload = if event.is::<OrderPlaced>() {
-        event.decode::<OrderPlaced>().ok().map(|e| e.order_id)
+        event
+            .decoded::<OrderPlaced>()
+            .ok()
+            .map(|e| e.order_id.clone())
     } else if event.is::<OrderCancelled>() {
-        event.decode::<OrderCancelled>().ok().map(|e| e.order_id)
+        event
+            .decoded::<OrderCancelled>()
+            .ok()
+            .map(|e| e.order_id.clone())
     } else if event.is::<OrderConfirmed>() {
-        event.decode::<OrderConfirmed>().ok().map(|e| e.order_id)
+        event
+            .decoded::<OrderConfirmed>()
+            .ok()
+            .map(|e| e.order_id.clone())
     } else {
         None
     };

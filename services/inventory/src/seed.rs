@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use crate::adjust::{self, AdjustRequest};
 use crate::cache::StockCache;
 use crate::catalog::{DEMO_CATALOG, DemoItem, SEED_REASON, seed_idempotency_key};
-use crate::error::ServiceError;
+use crate::error::ApiError;
 
 /// What seeding did for one SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +46,7 @@ impl std::fmt::Display for Seeded {
 }
 
 /// Seeds every demo SKU; refreshes the cache entries when a cache is given (best effort).
-pub async fn seed_demo(
-    pool: &PgPool,
-    cache: Option<&StockCache>,
-) -> Result<Vec<Seeded>, ServiceError> {
+pub async fn seed_demo(pool: &PgPool, cache: Option<&StockCache>) -> Result<Vec<Seeded>, ApiError> {
     let mut out = Vec::with_capacity(DEMO_CATALOG.len());
     for item in DEMO_CATALOG {
         let req = AdjustRequest {

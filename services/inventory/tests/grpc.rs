@@ -470,3 +470,99 @@ async fn seed_demo_command_prints_what_it_did() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("DATABASE_URL"), "{err}");
 }
+
+/// A request body sent as given: what a client that does not use protobuf's types can send.
+#[derive(Debug, Default, Clone)]
+struct RawMessage(Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_string_that_is_not_utf8_is_invalid_argument_naming_the_field() {
+    let env = Env::start().await;
+    let app = env.start_app(&[]).await;
+    let pool = env.pool().await;
+    let before = footprint(&env, &pool).await;
+    let mut body = prost::Message::encode_to_vec(&adjust("SKU-9", 5, "restock", "k-utf8"));
+    let at = body.windows(5).position(|w| w == b"SKU-9").unwrap();
+    body[at..at + 5].copy_from_slice(&[0xc3, 0x28, 0xff, 0xfe, 0xff]);
+
+    let channel = Channel::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/jetmart.inventory.v1.InventoryService/AdjustStock",
+    );
+    let codec = tonic_prost::ProstCodec::<
+        RawMessage,
+        jetmart_proto::inventory::v1::AdjustStockResponse,
+    >::default();
+    let status = grpc
+        .unary(tonic::Request::new(RawMessage(body)), path, codec)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        violated_fields(&status),
+        BTreeSet::from(["AdjustStockRequest.sku".to_string()])
+    );
+    assert_eq!(footprint(&env, &pool).await, before, "nothing changed");
+    app.stop().await;
+}
+
+/// grpcurl (as an operator would use it) decodes the BadRequest details through reflection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpcurl_shows_the_field_violations_of_an_error() {
+    let grpcurl = jetmart_testkit::tools::tools_dir()
+        .expect("scripts/bootstrap.sh installs .tools")
+        .join("venv/bin/grpcurl");
+    let env = Env::start().await;
+    let app = env.start_app(&[]).await;
+    let out = tokio::process::Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"sku": "", "delta": 1, "reason": "restock", "idempotency_key": "k"}"#,
+            &app.grpc.to_string(),
+            "jetmart.inventory.v1.InventoryService/AdjustStock",
+        ])
+        .output()
+        .await
+        .expect("grpcurl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Code: InvalidArgument"), "{text}");
+    // Without the descriptors grpcurl prints the raw bytes and "... is not recognized".
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(
+        compact.contains(r#""@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"sku""#),
+        "grpcurl could not decode the details:\n{text}"
+    );
+    app.stop().await;
+}

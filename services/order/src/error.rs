@@ -23,21 +23,14 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn field(field: &str, description: impl Into<String>) -> Self {
-        Self::Invalid(vec![FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }])
+        Self::Invalid(vec![FieldViolation::new(field, description)])
     }
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(violations) => jetmart_kit::grpc::invalid_argument(
-                violations
-                    .iter()
-                    .map(|v| (v.field.to_string(), v.description.clone())),
-            ),
+            ApiError::Invalid(violations) => jetmart_kit::error::invalid_argument(violations),
             ApiError::NotFound(_) => Status::not_found(e.to_string()),
             ApiError::KeyReused => Status::already_exists(e.to_string()),
             ApiError::CancelRefused(_) => Status::failed_precondition(e.to_string()),

@@ -198,10 +198,7 @@ impl OrderService for OrderApi {
             return Err(ApiError::Invalid(
                 violations
                     .into_iter()
-                    .map(|(f, d)| crate::domain::FieldViolation {
-                        field: f.into(),
-                        description: d.into(),
-                    })
+                    .map(|(f, d)| crate::domain::FieldViolation::new(f, d))
                     .collect(),
             )
             .into());

@@ -20,6 +20,7 @@ use tonic_types::StatusExt;
 
 struct Running {
     client: OrderServiceClient<Channel>,
+    addr: std::net::SocketAddr,
     js: async_nats::jetstream::Context,
     db: TestDatabase,
     shutdown: CancellationToken,
@@ -53,6 +54,7 @@ async fn start() -> Running {
     let js = nats.jetstream().await.unwrap();
     Running {
         client,
+        addr,
         js,
         db,
         shutdown,
@@ -366,6 +368,141 @@ async fn invalid_requests_name_every_bad_field_and_change_nothing() {
             .field_violations
             .len(),
         2
+    );
+    assert_eq!(s.events().await, 0, "nothing was written");
+    s.shutdown.cancel();
+}
+
+/// A request body sent as given: what a client that does not use protobuf's types can send.
+#[derive(Debug, Default, Clone)]
+struct RawMessage(Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// PlaceOrder with the given body bytes.
+async fn place_raw(addr: std::net::SocketAddr, body: Vec<u8>) -> tonic::Status {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/jetmart.order.v1.OrderService/PlaceOrder",
+    );
+    let codec = tonic_prost::ProstCodec::<RawMessage, pb::PlaceOrderResponse>::default();
+    grpc.unary(tonic::Request::new(RawMessage(body)), path, codec)
+        .await
+        .expect_err("an undecodable request is refused")
+}
+
+#[tokio::test]
+async fn a_string_that_is_not_utf8_is_invalid_argument_naming_the_field() {
+    let s = start().await;
+    let mut body = prost::Message::encode_to_vec(&request("utf8"));
+    // Same length, so the framing stays valid and only the SKU's bytes are wrong.
+    let at = body
+        .windows(5)
+        .position(|w| w == b"SKU-1")
+        .expect("the SKU is in the encoding");
+    body[at..at + 5].copy_from_slice(&[0xff, 0xfe, 0xff, 0xfe, 0xff]);
+    let status = place_raw(s.addr, body).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let bad = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    assert_eq!(bad.field_violations.len(), 1);
+    assert_eq!(bad.field_violations[0].field, "PlaceOrderRequest.lines.sku");
+    assert!(
+        bad.field_violations[0].description.contains("UTF-8"),
+        "{:?}",
+        bad.field_violations[0]
+    );
+    assert!(status.message().contains("PlaceOrderRequest.lines.sku"));
+    // Broken framing names no field but is still the client's mistake.
+    let status = place_raw(s.addr, vec![0x22, 0x7f, 0x01]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(s.events().await, 0, "nothing was written");
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn ten_thousand_bad_lines_get_a_small_answer() {
+    let mut s = start().await;
+    let req = pb::PlaceOrderRequest {
+        lines: (0..10_000)
+            .map(|_| OrderLine {
+                sku: String::new(),
+                quantity: 0,
+                unit_price: eur(-1),
+            })
+            .collect(),
+        ..request("big")
+    };
+    let status = s.client.place_order(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().len() < 8 * 1024,
+        "message is {} bytes",
+        status.message().len()
+    );
+    assert!(
+        status.details().len() < 16 * 1024,
+        "details are {} bytes",
+        status.details().len()
+    );
+    let bad = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    assert!(bad.field_violations.len() <= jetmart_kit::error::MAX_VIOLATIONS);
+    assert!(
+        bad.field_violations
+            .iter()
+            .any(|v| v.field == "lines" && v.description.ends_with("lines are allowed, got 10000")),
+        "{:?}",
+        bad.field_violations
+    );
+    assert!(status.message().contains("more)"), "{}", status.message());
+    assert_eq!(s.events().await, 0, "nothing was written");
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_zero_price_is_refused_up_front() {
+    let mut s = start().await;
+    let mut req = request("zero");
+    req.lines[0].unit_price = eur(0);
+    let status = s.client.place_order(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let bad = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    assert_eq!(
+        bad.field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect::<Vec<_>>(),
+        ["lines[0].unit_price.amount_minor"]
     );
     assert_eq!(s.events().await, 0, "nothing was written");
     s.shutdown.cancel();

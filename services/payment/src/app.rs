@@ -89,7 +89,11 @@ pub async fn build_with_gateway(
         pool.clone(),
         gateway_metrics,
     ));
-    let handler = PaymentHandler::new(pool.clone(), guarded.clone());
+    let handler = PaymentHandler::new(
+        pool.clone(),
+        guarded.clone(),
+        Duration::from_millis(config.authorize_deadline_ms),
+    );
     let runner = |spec: ConsumerSpec| {
         let mut rc = RunnerConfig::new(spec);
         rc.lanes = LANES;
@@ -161,7 +165,13 @@ impl App {
 pub struct BreakerProbe(Arc<GuardedGateway>);
 
 impl BreakerProbe {
+    /// The gateway-wide breaker.
     pub fn state(&self) -> BreakerState {
         self.0.breaker_state()
+    }
+
+    /// The breaker of one card (payment token).
+    pub fn card_state(&self, token: &str) -> BreakerState {
+        self.0.card_breaker_state(token)
     }
 }

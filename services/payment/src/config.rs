@@ -29,6 +29,11 @@ pub struct Config {
     pub breaker: BreakerArgs,
     #[command(flatten)]
     pub redelivery: RedeliveryArgs,
+    /// How long an authorization may take, from the payment's creation, before payment gives
+    /// up: the payment is declined as GATEWAY_UNAVAILABLE, and the order is cancelled and its
+    /// stock released. Milliseconds.
+    #[arg(long, env = "PAYMENT_AUTHORIZE_DEADLINE_MS", default_value_t = 120_000)]
+    pub authorize_deadline_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -80,7 +85,7 @@ pub struct RetryArgs {
     #[arg(long, env = "PAYMENT_RETRY_MAX_ATTEMPTS", default_value_t = RetryPolicy::default().max_attempts,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retry_max_attempts: u32,
-    /// First backoff ceiling in milliseconds (doubles per failure, full jitter).
+    /// First backoff ceiling in milliseconds (doubles per failure, with jitter).
     #[arg(long, env = "PAYMENT_RETRY_BASE_DELAY_MS", default_value_t = millis(RetryPolicy::default().base_delay))]
     pub retry_base_delay_ms: u64,
     /// Largest backoff in milliseconds.
@@ -166,6 +171,17 @@ impl Config {
             return Err(ConfigError::new(
                 "PAYMENT_BREAKER_COOL_DOWN_MS",
                 "must be at least 1 ms",
+            ));
+        }
+        at_most(
+            "PAYMENT_AUTHORIZE_DEADLINE_MS",
+            self.authorize_deadline_ms,
+            MAX_MS,
+        )?;
+        if self.authorize_deadline_ms < 100 {
+            return Err(ConfigError::new(
+                "PAYMENT_AUTHORIZE_DEADLINE_MS",
+                "must be at least 100 ms",
             ));
         }
         let d = &self.redelivery;

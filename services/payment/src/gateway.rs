@@ -1,10 +1,20 @@
 //! Gateway calls as the handlers make them: through the circuit breaker, retried in-process with
-//! exponential backoff and full jitter on transient failures, each call logged in
+//! exponential backoff with jitter on transient failures, each call logged in
 //! `payment_gateway_attempts` and counted in the metrics.
 //!
-//! The breaker is per process (per replica): it protects this process's calls, and every replica
-//! learns about an outage on its own within `failure_threshold` calls.
+//! Breakers are per process (per replica): they protect this process's calls, and every replica
+//! learns about an outage on its own. There are two levels, so that one customer's failing card
+//! cannot hold back everyone's payments:
+//! - one breaker per card (payment token; per authorization for capture and void) opens after
+//!   `failure_threshold` consecutive transient failures of that card and refuses only its calls;
+//! - the gateway-wide breaker opens after `failure_threshold` consecutive failures *of distinct
+//!   cards*: a card counts once until one of its calls succeeds, so a gateway outage (every card
+//!   failing) opens it and a single bad card never does.
+//!
+//! An authorization retries until its deadline (see the handlers) and stops as soon as its order
+//! is cancelled.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -147,9 +157,31 @@ pub enum CallError {
         operation: Operation,
         error: GatewayError,
     },
+    /// The authorization deadline passed (or no further attempt fits before it).
+    #[error("{operation:?} had no answer before its deadline after {attempts} attempt(s)")]
+    OutOfTime { operation: Operation, attempts: u32 },
+    /// The order was cancelled while the call was being retried: retrying stopped.
+    #[error("{operation:?} abandoned after {attempts} attempt(s): the order was cancelled")]
+    OrderCancelled { operation: Operation, attempts: u32 },
     /// The attempt could not be logged.
     #[error("recording the gateway attempt: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Cards (breaker keys) remembered at once; past that a new failing card has no breaker of its
+/// own but still counts against the gateway-wide one.
+const MAX_CARD_BREAKERS: usize = 10_000;
+
+/// The gateway-wide breaker and one per card that is failing now.
+struct Breakers {
+    config: BreakerConfig,
+    gateway: CircuitBreaker,
+    cards: HashMap<String, CircuitBreaker>,
+}
+
+/// The breaker key of a payment token. Tokens stay in memory only, never in logs or labels.
+fn card_key(token: &str) -> String {
+    format!("card:{token}")
 }
 
 /// Which event a call is made for (for the attempts log).
@@ -173,7 +205,7 @@ enum Answer {
 /// The gateway with breaker, retries and the attempts log.
 pub struct GuardedGateway {
     gateway: Arc<dyn PaymentGateway>,
-    breaker: Mutex<CircuitBreaker>,
+    breakers: Mutex<Breakers>,
     policy: RetryPolicy,
     pool: PgPool,
     metrics: Arc<GatewayMetrics>,
@@ -187,24 +219,27 @@ impl std::fmt::Debug for GuardedGateway {
     }
 }
 
-/// A call the breaker let through. Reports its result exactly once; a call abandoned midway
+/// A call the breakers let through. Reports its result exactly once; a call abandoned midway
 /// (the future dropped) counts as a failure, so a half-open trial can never stay "in flight".
 struct Permit<'a> {
     gateway: &'a GuardedGateway,
+    card: String,
+    /// This call is the gateway-wide breaker's half-open trial.
+    gateway_trial: bool,
     reported: bool,
 }
 
 impl Permit<'_> {
     fn report(mut self, healthy: bool) {
         self.reported = true;
-        self.gateway.report(healthy);
+        self.gateway.report(&self.card, self.gateway_trial, healthy);
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.reported {
-            self.gateway.report(false);
+            self.gateway.report(&self.card, self.gateway_trial, false);
         }
     }
 }
@@ -219,17 +254,21 @@ impl GuardedGateway {
     ) -> GuardedGateway {
         GuardedGateway {
             gateway,
-            breaker: Mutex::new(CircuitBreaker::new(breaker)),
+            breakers: Mutex::new(Breakers {
+                config: breaker,
+                gateway: CircuitBreaker::new(breaker),
+                cards: HashMap::new(),
+            }),
             policy,
             pool,
             metrics,
         }
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
-        // The breaker is plain data updated without panicking paths: a poisoned lock is still
+    fn breakers(&self) -> std::sync::MutexGuard<'_, Breakers> {
+        // The breakers are plain data updated without panicking paths: a poisoned lock is still
         // consistent.
-        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+        self.breakers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn show_state(&self, breaker: &CircuitBreaker, now: Instant) {
@@ -241,41 +280,86 @@ impl GuardedGateway {
         self.metrics.breaker.set(v);
     }
 
-    fn acquire(&self) -> Result<Permit<'_>, CircuitOpen> {
+    fn acquire(&self, card: &str) -> Result<Permit<'_>, CircuitOpen> {
         let now = Instant::now();
-        let mut b = self.breaker();
-        let result = b.try_acquire(now);
-        self.show_state(&b, now);
-        result.map(|()| Permit {
+        let mut b = self.breakers();
+        let gateway_trial = b.gateway.state(now) == BreakerState::HalfOpen;
+        let result = b.gateway.try_acquire(now);
+        self.show_state(&b.gateway, now);
+        result?;
+        if let Some(own) = b.cards.get_mut(card)
+            && let Err(open) = own.try_acquire(now)
+        {
+            if gateway_trial {
+                b.gateway.release_trial();
+            }
+            return Err(open);
+        }
+        Ok(Permit {
             gateway: self,
+            card: card.to_owned(),
+            gateway_trial,
             reported: false,
         })
     }
 
-    fn report(&self, healthy: bool) {
+    fn report(&self, card: &str, gateway_trial: bool, healthy: bool) {
         let now = Instant::now();
-        let mut b = self.breaker();
+        let mut b = self.breakers();
         if healthy {
-            b.record_success();
+            b.cards.remove(card);
+            b.gateway.record_success();
         } else {
-            b.record_failure(now);
+            let config = b.config;
+            let tracked = b.cards.len() < MAX_CARD_BREAKERS || b.cards.contains_key(card);
+            // The first failure of a card's streak counts against the gateway; its repeats only
+            // against the card (and a failed half-open trial always reopens the gateway).
+            let first_of_streak = if tracked {
+                let own = b
+                    .cards
+                    .entry(card.to_owned())
+                    .or_insert_with(|| CircuitBreaker::new(config));
+                let first = own.is_clear();
+                own.record_failure(now);
+                first
+            } else {
+                true
+            };
+            if first_of_streak || gateway_trial {
+                b.gateway.record_failure(now);
+            }
         }
-        self.show_state(&b, now);
+        self.show_state(&b.gateway, now);
     }
 
-    /// The breaker's state now.
+    /// The gateway-wide breaker's state now.
     pub fn breaker_state(&self) -> BreakerState {
-        self.breaker().state(Instant::now())
+        self.breakers().gateway.state(Instant::now())
     }
 
-    /// Authorizes with the order id as idempotency key.
+    /// The state of the breaker of one card (payment token) now; closed if it has none.
+    pub fn card_breaker_state(&self, token: &str) -> BreakerState {
+        self.breakers()
+            .cards
+            .get(&card_key(token))
+            .map_or(BreakerState::Closed, |b| b.state(Instant::now()))
+    }
+
+    /// Authorizes with the order id as idempotency key, retrying until `deadline` at the
+    /// latest, and not after the order was cancelled.
     pub async fn authorize(
         &self,
         request: &AuthorizeRequest,
         cause: Cause,
+        deadline: tokio::time::Instant,
     ) -> Result<AuthorizeOutcome, CallError> {
         match self
-            .call(request.order_id, cause, Call::Authorize(request))
+            .call(
+                request.order_id,
+                cause,
+                Call::Authorize(request),
+                Some(deadline),
+            )
             .await?
         {
             Answer::Authorize(outcome) => Ok(outcome),
@@ -284,13 +368,13 @@ impl GuardedGateway {
     }
 
     pub async fn capture(&self, auth: &Authorization, cause: Cause) -> Result<(), CallError> {
-        self.call(auth.order_id, cause, Call::Capture(auth))
+        self.call(auth.order_id, cause, Call::Capture(auth), None)
             .await
             .map(|_| ())
     }
 
     pub async fn void(&self, auth: &Authorization, cause: Cause) -> Result<(), CallError> {
-        self.call(auth.order_id, cause, Call::Void(auth))
+        self.call(auth.order_id, cause, Call::Void(auth), None)
             .await
             .map(|_| ())
     }
@@ -300,15 +384,23 @@ impl GuardedGateway {
         order_id: Uuid,
         cause: Cause,
         call: Call<'_>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Answer, CallError> {
-        let operation = match call {
-            Call::Authorize(_) => Operation::Authorize,
-            Call::Capture(_) => Operation::Capture,
-            Call::Void(_) => Operation::Void,
+        let (operation, card) = match call {
+            Call::Authorize(r) => (Operation::Authorize, card_key(&r.token)),
+            Call::Capture(a) => (Operation::Capture, format!("auth:{}", a.id.0)),
+            Call::Void(a) => (Operation::Void, format!("auth:{}", a.id.0)),
+        };
+        let out_of_time = |attempts| CallError::OutOfTime {
+            operation,
+            attempts,
         };
         let mut failures = 0u32;
         loop {
-            let permit = match self.acquire() {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Err(out_of_time(failures));
+            }
+            let permit = match self.acquire(&card) {
                 Ok(p) => p,
                 Err(open) if failures == 0 => {
                     self.metrics
@@ -329,10 +421,22 @@ impl GuardedGateway {
             };
             let started_at = Utc::now();
             let clock = Instant::now();
-            let result = match call {
-                Call::Authorize(r) => self.gateway.authorize(r).await.map(Answer::Authorize),
-                Call::Capture(a) => self.gateway.capture(a).await.map(|()| Answer::Settled),
-                Call::Void(a) => self.gateway.void(a).await.map(|()| Answer::Settled),
+            let answer = async {
+                match call {
+                    Call::Authorize(r) => self.gateway.authorize(r).await.map(Answer::Authorize),
+                    Call::Capture(a) => self.gateway.capture(a).await.map(|()| Answer::Settled),
+                    Call::Void(a) => self.gateway.void(a).await.map(|()| Answer::Settled),
+                }
+            };
+            let result = match deadline {
+                Some(d) => tokio::time::timeout_at(d, answer)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(GatewayError::Transient(
+                            "no answer before the authorization deadline".into(),
+                        ))
+                    }),
+                None => answer.await,
             };
             let latency = clock.elapsed();
             // Declines and refusals are healthy answers: only transient errors count against the
@@ -381,7 +485,7 @@ impl GuardedGateway {
                 Ok(answer) => return Ok(answer),
                 Err(error) if error.is_transient() => {
                     failures += 1;
-                    let delay = self.policy.next_delay(failures, &mut rand::rng());
+                    let delay = self.policy.next_delay(failures);
                     let Some(delay) = delay else {
                         return Err(CallError::Exhausted {
                             operation,
@@ -389,6 +493,18 @@ impl GuardedGateway {
                             last: error,
                         });
                     };
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() + delay >= d) {
+                        return Err(out_of_time(failures));
+                    }
+                    // Nobody waits for this authorization any more.
+                    if operation == Operation::Authorize
+                        && store::is_cancelled(&self.pool, order_id).await?
+                    {
+                        return Err(CallError::OrderCancelled {
+                            operation,
+                            attempts: failures,
+                        });
+                    }
                     tracing::debug!(%order_id, ?operation, failures, delay_ms = delay.as_millis() as u64, error = %error, "gateway call failed, retrying");
                     tokio::time::sleep(delay).await;
                 }

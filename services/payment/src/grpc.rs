@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::PaymentStatus;
-use crate::error::ServiceError;
+use crate::error::ApiError;
 use crate::handlers::{decline_reason_to_proto, money};
-use jetmart_kit::time::timestamp;
 use crate::store::{self, StoredPayment};
+use jetmart_kit::time::timestamp;
 
 #[derive(Debug, Clone)]
 pub struct PaymentApi {
@@ -22,27 +22,21 @@ impl PaymentApi {
         PaymentApi { pool }
     }
 
-    async fn read_payment(&self, order_id: &str) -> Result<pb::Payment, ServiceError> {
+    async fn read_payment(&self, order_id: &str) -> Result<pb::Payment, ApiError> {
         let order_id = parse_order_id(order_id)?;
         let stored = store::get(&self.pool, order_id)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no payment for order {order_id}")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("no payment for order {order_id}")))?;
         let attempts = store::attempt_count(&self.pool, order_id).await?;
         Ok(to_proto(&stored, attempts))
     }
 }
 
-fn parse_order_id(text: &str) -> Result<Uuid, ServiceError> {
+fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
     if text.is_empty() {
-        return Err(ServiceError::InvalidArgument {
-            field: "order_id",
-            description: "required".into(),
-        });
+        return Err(ApiError::field("order_id", "required"));
     }
-    Uuid::parse_str(text).map_err(|_| ServiceError::InvalidArgument {
-        field: "order_id",
-        description: "must be a UUID".into(),
-    })
+    Uuid::parse_str(text).map_err(|_| ApiError::field("order_id", "must be a UUID"))
 }
 
 pub(crate) fn status_to_proto(s: PaymentStatus) -> pb::PaymentStatus {

@@ -8,6 +8,13 @@
 //! lets a cancel arriving meanwhile commit; the authorization that lands afterwards then finds the
 //! payment VOIDED and is voided at once ([`Transition::VoidLateAuthorization`]).
 //!
+//! Deadline: an authorization that has had no answer (gateway failing, breaker open) by
+//! `authorize_deadline` after the payment was created is declined as `GATEWAY_UNAVAILABLE`, so
+//! the order is cancelled and its stock released instead of staying PENDING. An authorization
+//! whose order was cancelled meanwhile stops retrying. In both cases an attempt whose answer was
+//! lost may have left an authorization at the gateway that nobody recorded; it is never
+//! captured and lapses there.
+//!
 //! Gateway calls are side effects outside the database. They are safe to repeat because the
 //! gateway is idempotent: `authorize` per order id (the idempotency key), `capture` and `void`
 //! per authorization. A crash (or a failed commit) after a gateway call but before the commit
@@ -17,12 +24,13 @@
 //! anything that differs between deliveries.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jetmart_kit::time::timestamp;
 use jetmart_proto::common::v1::Money;
 use jetmart_proto::inventory::v1::StockReserved;
-use jetmart_proto::order::v1::{OrderCancelled, OrderConfirmed};
+use jetmart_proto::order::v1::{CancelReason, OrderCancelled, OrderConfirmed};
 use jetmart_proto::payment::v1 as pb;
 use jetmart_runtime::consumer::{HandlerError, PgHandler};
 use jetmart_runtime::{IncomingEvent, OutgoingEvent, outbox};
@@ -46,6 +54,8 @@ impl From<CallError> for HandlerError {
             // The event waits in the stream and is redelivered with backoff; nothing is lost.
             CallError::CircuitOpen { .. }
             | CallError::Exhausted { .. }
+            | CallError::OutOfTime { .. }
+            | CallError::OrderCancelled { .. }
             | CallError::Database(_) => HandlerError::transient(e),
             // The gateway refuses the request itself: retrying cannot help, an operator must look.
             CallError::Rejected { .. } => HandlerError::permanent(e),
@@ -58,6 +68,8 @@ impl From<CallError> for HandlerError {
 pub struct PaymentHandler {
     pool: PgPool,
     gateway: Arc<GuardedGateway>,
+    /// How long after its payment was created an authorization may take.
+    authorize_deadline: Duration,
 }
 
 impl std::fmt::Debug for PaymentHandler {
@@ -127,6 +139,9 @@ pub fn decline_message(reason: DeclineReason) -> &'static str {
         DeclineReason::AmountAboveLimit => "amount above the gateway's limit",
         DeclineReason::InvalidAmount => "amount must be positive",
         DeclineReason::InvalidToken => "payment token missing or invalid",
+        DeclineReason::GatewayUnavailable => {
+            "no answer from the payment gateway before the authorization deadline"
+        }
     }
 }
 
@@ -148,10 +163,9 @@ pub(crate) fn decline_reason_to_proto(r: DeclineReason) -> pb::DeclineReason {
         DeclineReason::CardDeclined => pb::DeclineReason::CardDeclined,
         DeclineReason::InsufficientFunds => pb::DeclineReason::InsufficientFunds,
         DeclineReason::InvalidToken => pb::DeclineReason::InvalidToken,
-        // The contract has no codes for these two; the message names them.
-        DeclineReason::AmountAboveLimit | DeclineReason::InvalidAmount => {
-            pb::DeclineReason::CardDeclined
-        }
+        DeclineReason::AmountAboveLimit => pb::DeclineReason::AmountAboveLimit,
+        DeclineReason::InvalidAmount => pb::DeclineReason::InvalidAmount,
+        DeclineReason::GatewayUnavailable => pb::DeclineReason::GatewayUnavailable,
     }
 }
 
@@ -192,8 +206,16 @@ fn voided_event(p: &StoredPayment, now: DateTime<Utc>, cause: &IncomingEvent) ->
 }
 
 impl PaymentHandler {
-    pub fn new(pool: PgPool, gateway: Arc<GuardedGateway>) -> PaymentHandler {
-        PaymentHandler { pool, gateway }
+    pub fn new(
+        pool: PgPool,
+        gateway: Arc<GuardedGateway>,
+        authorize_deadline: Duration,
+    ) -> PaymentHandler {
+        PaymentHandler {
+            pool,
+            gateway,
+            authorize_deadline,
+        }
     }
 
     /// `inventory.reserved`: authorize the order's total.
@@ -240,14 +262,48 @@ impl PaymentHandler {
             tracing::warn!(%order_id, recorded = %p.amount, reserved = %amount, "totals differ");
         }
 
-        // From here on the gateway may hold an authorization: note it (committed) first.
-        store::mark_authorize_requested(&self.pool, order_id).await?;
-        let request = AuthorizeRequest {
-            order_id,
-            amount,
-            token: reserved.payment_token,
+        let deadline = chrono::TimeDelta::from_std(self.authorize_deadline)
+            .ok()
+            .and_then(|d| p.created_at.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let gave_up = AuthorizeOutcome::Declined(DeclineReason::GatewayUnavailable);
+        let outcome = if amount.minor_units <= 0 {
+            // Order refuses such prices, so this is a defect upstream; still the order must end,
+            // and as what it is, not as a card decline.
+            tracing::error!(%order_id, %amount, "reserved total is not positive, declined without a gateway call");
+            AuthorizeOutcome::Declined(DeclineReason::InvalidAmount)
+        } else if Utc::now() >= deadline {
+            tracing::warn!(%order_id, "authorization deadline passed, giving up");
+            gave_up
+        } else {
+            // From here on the gateway may hold an authorization: note it (committed) first.
+            store::mark_authorize_requested(&self.pool, order_id).await?;
+            let request = AuthorizeRequest {
+                order_id,
+                amount,
+                token: reserved.payment_token,
+            };
+            let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+            let until = tokio::time::Instant::now() + left;
+            match self.gateway.authorize(&request, cause(event), until).await {
+                Ok(outcome) => outcome,
+                Err(CallError::OrderCancelled { attempts, .. }) => {
+                    tracing::info!(%order_id, attempts, "order cancelled while authorizing, stopped retrying");
+                    return Ok(());
+                }
+                Err(e @ CallError::OutOfTime { .. }) => {
+                    tracing::warn!(%order_id, error = %e, "authorization deadline passed, giving up");
+                    gave_up
+                }
+                Err(e @ (CallError::CircuitOpen { .. } | CallError::Exhausted { .. }))
+                    if Utc::now() >= deadline =>
+                {
+                    tracing::warn!(%order_id, error = %e, "authorization deadline passed, giving up");
+                    gave_up
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
-        let outcome = self.gateway.authorize(&request, cause(event)).await?;
 
         // Record the answer under the row lock. If this transaction never commits (crash, lost
         // connection), the redelivered event repeats the same idempotent call: see module docs.
@@ -380,6 +436,14 @@ impl PaymentHandler {
     ) -> Result<(), HandlerError> {
         let cancelled: OrderCancelled = event.decode()?;
         let order_id = order_id(&cancelled.order_id)?;
+        if cancelled.reason() == CancelReason::OutOfStock
+            && store::lock(tx, order_id).await?.is_none()
+        {
+            // Nothing was reserved, so no inventory.reserved will come and nothing was ever
+            // authorized: no payment to record.
+            tracing::debug!(%order_id, "cancelled for lack of stock, no payment");
+            return Ok(());
+        }
         let now = Utc::now();
         // Cancel before inventory.reserved: create the payment here (it goes PENDING -> VOIDED
         // below), so the reserved event that comes later finds it cancelled and never authorizes.

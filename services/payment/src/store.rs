@@ -173,6 +173,16 @@ pub async fn mark_authorize_requested(pool: &PgPool, order_id: Uuid) -> Result<(
     Ok(())
 }
 
+/// Whether the order's cancel has been recorded (committed).
+pub async fn is_cancelled(pool: &PgPool, order_id: Uuid) -> Result<bool, sqlx::Error> {
+    let cancelled: Option<bool> =
+        sqlx::query_scalar("SELECT cancelled_at IS NOT NULL FROM payments WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(cancelled.unwrap_or(false))
+}
+
 /// One gateway call, for the attempts log.
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {

@@ -12,6 +12,7 @@ use jetmart_payment::domain::{
     PaymentGateway, SimulatedGateway, SimulatedGatewayConfig,
 };
 use jetmart_proto::payment::v1 as pb;
+use prost::Message;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,8 +124,11 @@ async fn open_breaker_makes_events_wait_until_it_closes() {
         outage.clone(),
     )
     .await;
+    // An outage fails every card: two distinct cards open the gateway-wide breaker.
     let first = Uuid::now_v7();
     h.publish(&reserved(first, 700, "tok_visa")).await;
+    let early = Uuid::now_v7();
+    h.publish(&reserved(early, 600, "tok_mastercard")).await;
     wait_until("breaker open", WAIT, || async {
         h.breaker.state() == BreakerState::Open
     })
@@ -161,13 +165,17 @@ async fn open_breaker_makes_events_wait_until_it_closes() {
             pb::PaymentStatus::Pending
         );
     }
-    let failed_calls = h.attempts(first).await.len() + h.attempts(second).await.len();
+    let mut failed_calls = 0;
+    for order in [first, early, second] {
+        failed_calls += h.attempts(order).await.len();
+    }
     assert!(failed_calls >= 2);
 
     // The gateway recovers: the next half-open trial closes the breaker and both orders go through.
     outage.down.store(false, Ordering::SeqCst);
     h.wait_events(first, &[AUTHORIZED]).await;
     h.wait_events(second, &[AUTHORIZED]).await;
+    h.wait_events(early, &[AUTHORIZED]).await;
     h.wait_drained("INVENTORY").await;
     assert_eq!(h.breaker.state(), BreakerState::Closed);
     for order in [first, second] {
@@ -195,5 +203,118 @@ async fn open_breaker_makes_events_wait_until_it_closes() {
             >= 1.0
     );
     assert_eq!(h.stream_len("DEADLETTER").await, 0, "nothing was lost");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_failing_card_does_not_open_the_breaker_for_everyone() {
+    let h = Harness::start(&[
+        "--breaker-failure-threshold",
+        "2",
+        "--breaker-cool-down-ms",
+        "60000",
+        "--retry-max-attempts",
+        "3",
+        "--retry-base-delay-ms",
+        "1",
+        "--retry-max-delay-ms",
+        "2",
+    ])
+    .await;
+    let bad = Uuid::now_v7();
+    h.publish(&reserved(bad, 500, "tok_transient")).await;
+    wait_until("the failing card was tried and refused", WAIT, || async {
+        h.breaker.card_state("tok_transient") == BreakerState::Open
+    })
+    .await;
+    assert!(h.attempts(bad).await.len() >= 2);
+    assert_eq!(
+        h.breaker.state(),
+        BreakerState::Closed,
+        "one card's failures leave the gateway-wide breaker closed"
+    );
+    // Another customer pays at once, with one call.
+    let good = Uuid::now_v7();
+    h.publish(&reserved(good, 700, "tok_visa")).await;
+    h.wait_events(good, &[AUTHORIZED]).await;
+    assert_eq!(h.attempts(good).await, ["AUTHORIZE:AUTHORIZED"]);
+    assert_eq!(h.breaker.state(), BreakerState::Closed);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_answer_by_the_deadline_declines_as_gateway_unavailable() {
+    let h = Harness::start(&[
+        "--authorize-deadline-ms",
+        "1500",
+        "--retry-max-attempts",
+        "3",
+        "--retry-base-delay-ms",
+        "50",
+        "--retry-max-delay-ms",
+        "100",
+    ])
+    .await;
+    let order = Uuid::now_v7();
+    h.publish(&reserved(order, 500, "tok_transient")).await;
+    h.wait_events(order, &[DECLINED]).await;
+    let events = h.payment_events(order).await;
+    let declined = pb::PaymentDeclined::decode(events[0].payload.clone()).unwrap();
+    assert_eq!(declined.reason(), pb::DeclineReason::GatewayUnavailable);
+    assert!(
+        declined.message.contains("deadline"),
+        "{}",
+        declined.message
+    );
+    let p = h.get_payment(order).await.unwrap();
+    assert_eq!(p.status(), pb::PaymentStatus::Declined);
+    assert_eq!(p.decline_reason(), pb::DeclineReason::GatewayUnavailable);
+    let attempts = h.attempts(order).await;
+    assert!(
+        !attempts.is_empty() && attempts.iter().all(|a| a == "AUTHORIZE:TRANSIENT_ERROR"),
+        "{attempts:?}"
+    );
+    // The event is settled, not waiting for more retries or dead-lettered.
+    h.wait_drained("INVENTORY").await;
+    assert_eq!(h.stream_len("DEADLETTER").await, 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_order_stops_the_retries() {
+    let h = Harness::start(&[
+        "--retry-max-attempts",
+        "100",
+        "--retry-base-delay-ms",
+        "100",
+        "--retry-max-delay-ms",
+        "200",
+        "--breaker-failure-threshold",
+        "10000",
+    ])
+    .await;
+    let order = Uuid::now_v7();
+    h.publish(&reserved(order, 500, "tok_transient")).await;
+    wait_until("retrying", WAIT, || async {
+        h.attempts(order).await.len() >= 2
+    })
+    .await;
+    h.publish(&cancelled(order, 500)).await;
+    // The reservation's delivery ends (acked) instead of retrying for 100 attempts and more.
+    h.wait_drained("INVENTORY").await;
+    h.wait_drained("ORDER").await;
+    let attempts = h.attempts(order).await;
+    assert!(attempts.len() < 100, "{} attempts", attempts.len());
+    let p = h.get_payment(order).await.unwrap();
+    assert_eq!(p.status(), pb::PaymentStatus::Voided);
+    assert!(
+        h.payment_events(order).await.is_empty(),
+        "nothing was held, nothing announced"
+    );
+    assert_eq!(
+        h.attempts(order).await.len(),
+        attempts.len(),
+        "no call after the end"
+    );
     h.stop().await;
 }

@@ -82,7 +82,7 @@ async fn decline_rules_end_declined() {
         (
             "tok_visa",
             50_001,
-            pb::DeclineReason::CardDeclined,
+            pb::DeclineReason::AmountAboveLimit,
             "AMOUNT_ABOVE_LIMIT",
         ),
         (
@@ -273,5 +273,43 @@ async fn cancel_during_authorization_voids_the_late_authorization() {
         [VOIDED],
         "never announced as authorized"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_out_of_stock_cancel_leaves_no_payment() {
+    use jetmart_proto::order::v1::{CancelReason, OrderCancelled};
+    let h = Harness::start(&[]).await;
+    let order = Uuid::now_v7();
+    let e = OrderCancelled {
+        order_id: order.to_string(),
+        customer_id: "customer-1".into(),
+        total: Some(money(500, "EUR")),
+        reason: CancelReason::OutOfStock.into(),
+        detail: "SKU-1 short by 2".into(),
+        ..Default::default()
+    };
+    let event = jetmart_runtime::OutgoingEvent::new("order", &order.to_string(), &e);
+    h.publish(&event).await;
+    h.wait_processed(event.id).await;
+    let missing = h.get_payment(order).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert_eq!(scalar(&h.pool, "SELECT count(*) FROM payments").await, 0);
+    assert!(h.payment_events(order).await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_total_is_an_invalid_amount_not_a_card_decline() {
+    let h = Harness::start(&[]).await;
+    let order = Uuid::now_v7();
+    h.publish(&reserved(order, 0, "tok_visa")).await;
+    h.wait_events(order, &[DECLINED]).await;
+    let events = h.payment_events(order).await;
+    let declined = pb::PaymentDeclined::decode(events[0].payload.clone()).unwrap();
+    assert_eq!(declined.reason(), pb::DeclineReason::InvalidAmount);
+    let p = h.get_payment(order).await.unwrap();
+    assert_eq!(p.decline_reason(), pb::DeclineReason::InvalidAmount);
+    assert!(h.attempts(order).await.is_empty(), "no gateway call for it");
     h.stop().await;
 }

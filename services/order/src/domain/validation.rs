@@ -11,12 +11,14 @@
 //! - SKUs are `[A-Za-z0-9_-]+`: they end up as NATS subject tokens (`inventory.low.<sku>`),
 //!   where `.`, `*`, `>` and whitespace are not allowed.
 //! - String limits count UTF-8 bytes (what storage and the wire pay for).
-//! - A zero unit price is allowed (free items); negative prices are not.
+//! - Unit prices must be positive: a zero price would reach payment as a zero amount, which no
+//!   gateway authorizes, so it is refused here, where the client can still fix it.
+//! - Only the first `max_lines` lines are checked: a request over the limit is refused anyway,
+//!   and checking the rest would cost work and a response as large as the request.
 //! - The total limit is in *major* units of the order currency, so one number works for
 //!   EUR and JPY alike.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,27 +80,7 @@ impl Default for Limits {
     }
 }
 
-/// One problem with one request field; `field` is a path such as `lines[2].quantity`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldViolation {
-    fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldViolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.description)
-    }
-}
+pub use jetmart_kit::error::FieldViolation;
 
 /// A validated order line: positive quantity, non-negative price in the order currency,
 /// and its exact line total.
@@ -216,7 +198,7 @@ pub fn validate(
 
     let mut first_index_of_sku: HashMap<&str, usize> = HashMap::new();
     let mut lines = Vec::with_capacity(input.lines.len());
-    for (i, line) in input.lines.iter().enumerate() {
+    for (i, line) in input.lines.iter().enumerate().take(limits.max_lines) {
         let before = v.len();
         check_line(&mut v, i, line, &input.currency, limits);
         if !line.sku.is_empty() {
@@ -329,10 +311,10 @@ fn check_line(
         ));
     }
 
-    if line.unit_price.amount_minor < 0 {
+    if line.unit_price.amount_minor <= 0 {
         v.push(FieldViolation::new(
             format!("lines[{i}].unit_price.amount_minor"),
-            format!("must not be negative, got {}", line.unit_price.amount_minor),
+            format!("must be positive, got {}", line.unit_price.amount_minor),
         ));
     }
 
@@ -530,6 +512,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn zero_price_is_refused() {
+        let mut input = valid_input();
+        input.lines[0].unit_price.amount_minor = 0;
+        assert_eq!(
+            violations(&input),
+            vec![FieldViolation::new(
+                "lines[0].unit_price.amount_minor",
+                "must be positive, got 0"
+            )]
+        );
+    }
+
+    #[test]
+    fn lines_past_the_limit_are_not_checked() {
+        let mut input = valid_input();
+        input.lines = (0..10_000).map(|_| line("", 0, -1, "ZZZ")).collect();
+        let v = violations(&input);
+        let limits = Limits::default();
+        assert!(
+            v.iter().any(|v| v.field == "lines"
+                && v.description == "at most 100 lines are allowed, got 10000")
+        );
+        // Four bad fields in each checked line, plus the count.
+        assert_eq!(v.len(), 1 + 4 * limits.max_lines);
+        assert!(!v.iter().any(|v| v.field.starts_with("lines[100]")));
+    }
+
+    #[test]
     fn negative_price() {
         let mut input = valid_input();
         input.lines[1].unit_price.amount_minor = -1;
@@ -699,7 +709,7 @@ pub(crate) mod tests {
                     let mut sum = 0i128;
                     for l in order.lines() {
                         prop_assert!(l.quantity >= 1 && l.quantity <= limits.max_quantity_per_line);
-                        prop_assert!(!l.unit_price.is_negative());
+                        prop_assert!(l.unit_price.amount_minor() > 0);
                         prop_assert_eq!(l.unit_price.currency(), order.currency());
                         prop_assert_eq!(
                             i128::from(l.line_total.amount_minor()),

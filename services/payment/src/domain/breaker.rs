@@ -101,6 +101,24 @@ impl CircuitBreaker {
         }
     }
 
+    /// Gives back a half-open trial taken with [`try_acquire`](Self::try_acquire) for a call
+    /// that was not made after all (another breaker refused it).
+    pub fn release_trial(&mut self) {
+        if let Inner::HalfOpen {
+            trial_in_flight: true,
+        } = self.inner
+        {
+            self.inner = Inner::HalfOpen {
+                trial_in_flight: false,
+            };
+        }
+    }
+
+    /// Closed with no failure counted: nothing to remember about this breaker.
+    pub fn is_clear(&self) -> bool {
+        self.inner == Inner::Closed { failures: 0 }
+    }
+
     /// The call succeeded: closes a half-open breaker, resets the failure count of a closed one.
     pub fn record_success(&mut self) {
         match self.inner {
@@ -204,6 +222,21 @@ mod tests {
             })
         );
         assert_eq!(b.try_acquire(t1 + secs(10)), Ok(()));
+    }
+
+    #[test]
+    fn a_released_trial_lets_the_next_caller_try() {
+        let t0 = Instant::now();
+        let mut b = CircuitBreaker::new(CFG);
+        (0..3).for_each(|_| b.record_failure(t0));
+        let later = t0 + secs(10);
+        b.try_acquire(later).unwrap();
+        assert!(b.try_acquire(later).is_err());
+        b.release_trial();
+        assert_eq!(b.try_acquire(later), Ok(()));
+        assert!(!b.is_clear());
+        b.record_success();
+        assert!(b.is_clear());
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub enum DeclineReason {
     AmountAboveLimit,
     InvalidAmount,
     InvalidToken,
+    /// Not the gateway's answer: it gave none (failing or unreachable) before the payment's
+    /// authorization deadline, so payment gave up.
+    GatewayUnavailable,
 }
 
 impl DeclineReason {
@@ -84,18 +87,20 @@ impl DeclineReason {
             DeclineReason::AmountAboveLimit => "AMOUNT_ABOVE_LIMIT",
             DeclineReason::InvalidAmount => "INVALID_AMOUNT",
             DeclineReason::InvalidToken => "INVALID_TOKEN",
+            DeclineReason::GatewayUnavailable => "GATEWAY_UNAVAILABLE",
         }
     }
 }
 
 impl DeclineReason {
     /// Every reason, for parsing and listing.
-    pub const ALL: [DeclineReason; 5] = [
+    pub const ALL: [DeclineReason; 6] = [
         DeclineReason::CardDeclined,
         DeclineReason::InsufficientFunds,
         DeclineReason::AmountAboveLimit,
         DeclineReason::InvalidAmount,
         DeclineReason::InvalidToken,
+        DeclineReason::GatewayUnavailable,
     ];
 }
 
