@@ -11,15 +11,13 @@ use jetmart_runtime::provision::ConsumerSpec;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::NAME;
 use crate::config::Config;
 use crate::dashboard::Dashboards;
 use crate::grpc::AnalyticsApi;
 use crate::live::{Generations, LiveProcessor, Recovery};
 use crate::rebuild::{self, Progress, RebuildOptions, RebuildReport};
 use crate::web;
-
-/// Service name: durable consumer name on every stream, NATS user, dead-letter subjects.
-pub const NAME: &str = "analytics";
 
 pub struct App {
     service: Service,
@@ -114,6 +112,44 @@ impl App {
 /// `jetmart-analytics migrate`: the read model lives in Redis and needs no schema.
 pub fn migrate(_config: &Config) {
     tracing::info!("analytics keeps no database; nothing to migrate");
+}
+
+/// `jetmart-analytics rebuild` as a command: [`rebuild`] with its progress on stderr and the
+/// report on stdout.
+pub async fn rebuild_command(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let report = rebuild(config, |p| match p {
+        Progress::Started {
+            previous,
+            generation,
+            targets,
+        } => {
+            let total: u64 = targets.iter().map(|(_, n)| n).sum();
+            eprintln!(
+                "rebuilding generation {generation} beside {previous}: up to {total} messages"
+            );
+        }
+        Progress::Replaying {
+            stream,
+            phase,
+            sequence,
+            last,
+        } => eprintln!("  {stream} {phase:?}: #{sequence} of #{last}"),
+        Progress::Swapped {
+            previous,
+            generation,
+        } => eprintln!("swapped: generation {generation} is live (was {previous})"),
+        Progress::Deleted { keys } => eprintln!("deleted {keys} keys of old generations"),
+    })
+    .await?;
+    println!(
+        "analytics read model rebuilt: generation {} ({} events replayed, {} caught up, {} skipped, {} old keys deleted)",
+        report.generation,
+        report.replayed.applied,
+        report.caught_up.applied,
+        report.replayed.skipped + report.caught_up.skipped,
+        report.deleted_keys
+    );
+    Ok(())
 }
 
 /// `jetmart-analytics rebuild`: see [`rebuild::rebuild`] (which the operator CLI calls directly).

@@ -9,6 +9,9 @@
 //! - [`grpc`] + [`convert`] + [`error`]: `AnalyticsService`; [`web`]: the page, JSON and SSE.
 //! - [`app`]: wiring; `main` only parses config and calls it.
 
+/// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
+pub const NAME: &str = "analytics";
+
 pub mod app;
 pub mod config;
 pub mod convert;

@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use jetmart_runtime::catalog;
 use serde::Serialize;
 
-use crate::app::NAME;
+use crate::NAME;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Dead-letter subjects looked at to split the count per consumer.

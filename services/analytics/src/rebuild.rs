@@ -44,7 +44,7 @@ use jetmart_runtime::redis_once::{RedisOnce, RedisProcessor};
 use jetmart_runtime::{EventMeta, IncomingEvent, catalog};
 use redis::aio::ConnectionManager;
 
-use crate::app::NAME;
+use crate::NAME;
 use crate::generation;
 use crate::handlers::AnalyticsHandler;
 use crate::keys::{self, Keyspace};

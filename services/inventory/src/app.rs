@@ -12,6 +12,7 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::NAME;
 use crate::cache::{CacheMetrics, StockCache};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -20,9 +21,6 @@ use crate::handlers::{CacheRefreshing, InventoryHandler};
 use crate::seed::{self, Seeded};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Service name: consumer name, `ce-source`, metrics and logs.
-pub const SERVICE: &str = "inventory";
 
 /// Subjects inventory consumes from stream ORDER.
 pub const CONSUMED_SUBJECTS: &[&str] =
@@ -62,7 +60,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let redis_url = config.redis_url.as_deref().ok_or_else(missing_redis)?;
     // Redis is not passed to readiness: inventory answers from Postgres while Redis is away,
     // so a Redis outage must not take the replicas out of service.
-    let mut service = Service::bind(SERVICE, &config.common, Some(pool.clone()), None).await?;
+    let mut service = Service::bind(NAME, &config.common, Some(pool.clone()), None).await?;
     let cache = StockCache::connect(
         redis_url,
         config.cache_ttl(),
@@ -79,11 +77,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         // The handler's effect is all in this database (the cache is refreshed after commit).
         RunnerConfig {
             batch: usize::from(config.common.consumer_batch),
-            ..RunnerConfig::new(ConsumerSpec::new(
-                &streams::ORDER,
-                SERVICE,
-                CONSUMED_SUBJECTS,
-            ))
+            ..RunnerConfig::new(ConsumerSpec::new(&streams::ORDER, NAME, CONSUMED_SUBJECTS))
         },
         processor,
         service.metrics.clone(),
@@ -121,6 +115,29 @@ impl App {
 /// `jetmart-inventory migrate`.
 pub async fn migrate(config: &Config) -> Result<(), StartError> {
     migrated_pool(config).await.map(|_| ())
+}
+
+/// [`migrate`], then a line saying so on stdout.
+pub async fn migrate_command(config: &Config) -> Result<(), StartError> {
+    migrate(config).await?;
+    println!("migrate: inventory database is up to date");
+    Ok(())
+}
+
+/// [`seed_demo`], then what it did on stdout: the summary first (the local stack shows the
+/// first line), then one line per SKU.
+pub async fn seed_demo_command(config: &Config) -> Result<(), SeedError> {
+    let seeded = seed_demo(config).await?;
+    let added = seeded.iter().filter(|s| s.added > 0).count();
+    println!(
+        "seed-demo: {} SKUs, {added} seeded now, {} already seeded",
+        seeded.len(),
+        seeded.len() - added
+    );
+    for line in &seeded {
+        println!("  {line}");
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

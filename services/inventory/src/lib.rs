@@ -8,6 +8,9 @@
 //! - [`grpc`]: `InventoryService`; [`error`]: its status mapping.
 //! - [`catalog`]: the demo catalog shared with the load generator and the local stack.
 
+/// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
+pub const NAME: &str = "inventory";
+
 pub mod adjust;
 pub mod app;
 pub mod cache;

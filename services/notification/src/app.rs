@@ -11,6 +11,7 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::NAME;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::grpc::NotificationApi;
@@ -18,9 +19,6 @@ use crate::handlers::{EmailHandler, EmailMetrics};
 use crate::mailer::Mailer;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Service name: `ce-source`, durable consumer name, NATS user.
-pub const NAME: &str = "notification";
 
 /// Concurrent emails per consumer. Each holds a database connection for its SMTP exchange (the
 /// row and the send commit together), so the pool is sized from it.

@@ -47,7 +47,7 @@ use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::app::NAME;
+use crate::NAME;
 use crate::domain::{
     self, CancellationReason, EmailError, EmailTemplate, LineItem, OrderCancelledEmail,
     OrderSummary, Redacted, RenderedEmail, ShortageItem, SmtpFailure, SurveyInvitationEmail,

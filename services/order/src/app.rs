@@ -11,15 +11,13 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::NAME;
 use crate::config::Config;
 use crate::grpc::OrderApi;
 use crate::handlers::SagaHandler;
 use crate::projection::{self, ProjectionHandler};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Service name: `ce-source`, durable consumer name, NATS user.
-pub const NAME: &str = "order";
 
 pub struct App {
     service: Service,

@@ -8,6 +8,9 @@
 //! - [`grpc`]: the `OrderService` API; [`error`] maps failures to gRPC statuses in one place.
 //! - [`app`]: wiring; `main` only parses config and calls it.
 
+/// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
+pub const NAME: &str = "order";
+
 pub mod app;
 pub mod config;
 pub mod convert;

@@ -9,7 +9,7 @@ async fn main() -> ExitCode {
     if let Err(e) = config.validate() {
         jetmart_kit::config::exit_invalid(&e);
     }
-    let _telemetry = jetmart_kit::telemetry::init("order", config.common.log_format);
+    let _telemetry = jetmart_kit::telemetry::init(jetmart_order::NAME, config.common.log_format);
     let result = match config.command.unwrap_or(Command::Serve) {
         Command::Migrate => app::migrate(&config).await.map_err(|e| e.to_string()),
         Command::RebuildProjection => app::rebuild_projection(&config)

@@ -13,6 +13,7 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::NAME;
 use crate::config::{Config, GatewayKind};
 use crate::domain::{BreakerState, PaymentGateway, SimulatedGateway};
 use crate::gateway::{GatewayMetrics, GuardedGateway};
@@ -20,9 +21,6 @@ use crate::grpc::PaymentApi;
 use crate::handlers::PaymentHandler;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// The consuming service's name: durable consumer names and `ce-source`.
-pub const NAME: &str = "payment";
 
 /// Concurrent handlers per consumer.
 const LANES: usize = 16;

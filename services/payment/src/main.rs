@@ -7,9 +7,9 @@ use jetmart_payment::config::{Command, Config};
 async fn main() -> ExitCode {
     let config: Config = jetmart_kit::config::parse_or_exit();
     if let Err(e) = config.validate() {
-        jetmart_kit::config::exit_invalid(&e)
+        jetmart_kit::config::exit_invalid(&e);
     }
-    let _telemetry = jetmart_kit::telemetry::init("payment", config.common.log_format);
+    let _telemetry = jetmart_kit::telemetry::init(jetmart_payment::NAME, config.common.log_format);
     let result = match config.command.unwrap_or(Command::Serve) {
         Command::Migrate => app::migrate(&config).await.map_err(|e| e.to_string()),
         Command::Serve => match app::build(config).await {

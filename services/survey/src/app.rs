@@ -12,6 +12,7 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::NAME;
 use crate::config::Config;
 use crate::grpc::SurveyApi;
 use crate::handlers::ConfirmedOrderHandler;
@@ -19,9 +20,6 @@ use crate::store;
 use crate::surveys::Surveys;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Service name: `ce-source`, durable consumer name, NATS user.
-pub const NAME: &str = "survey";
 
 pub struct App {
     service: Service,

@@ -18,7 +18,7 @@ use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::app::NAME;
+use crate::NAME;
 use crate::domain::{Decision, EligibilityConfig, OrderFacts, decide, issue_token, survey_link};
 use crate::store::{self, NewInvitation};
 

@@ -7,6 +7,9 @@
 //!   `/s/<token>`) and [`grpc`] (`SurveyService`); [`error`] maps failures to gRPC statuses.
 //! - [`app`]: wiring; `main` only parses config and calls it.
 
+/// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
+pub const NAME: &str = "survey";
+
 pub mod app;
 pub mod config;
 pub mod domain;

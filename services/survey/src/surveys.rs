@@ -11,7 +11,7 @@ use jetmart_runtime::{OutgoingEvent, outbox};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::app::NAME;
+use crate::NAME;
 use crate::domain::{
     NpsSummary, ResponseInput, SurveyToken, TokenError, TokenState, ValidResponse,
     check_redeemable, survey_link, validate_response,
