@@ -118,7 +118,15 @@ import_tree jetmart-offline/build:bookworm "$base" "$script_hash-$(hash_of "$bas
 # root, nobody and nonroot (65532). No shell, no coreutils, no apt/dpkg.
 runtime="$cache/runtime"
 rm -rf "$runtime"
-mkdir -p "$runtime"
+mkdir -p "$runtime/usr"
+# Merged /usr first (Debian 12: /lib, /lib64, /bin, /sbin are symlinks into /usr), so that the
+# packages' /lib/... paths land in /usr/lib/... through them.
+for l in lib lib64 bin sbin; do
+  if [[ -L "$base/$l" ]]; then
+    mkdir -p "$runtime/usr/$l"
+    cp -a "$base/$l" "$runtime/$l"
+  fi
+done
 for pkg in libc6 libgcc-s1 libstdc++6 libssl3 tzdata netbase; do
   list="$base/var/lib/dpkg/info/$pkg:amd64.list"
   [[ -f "$list" ]] || list="$base/var/lib/dpkg/info/$pkg.list"
@@ -130,10 +138,6 @@ for pkg in libc6 libgcc-s1 libstdc++6 libssl3 tzdata netbase; do
     mkdir -p "$runtime$(dirname "$f")"
     cp -a "$base$f" "$runtime$f"
   done <"$list"
-done
-# Merged /usr: /lib, /lib64 are symlinks into /usr in Debian 12.
-for l in lib lib64; do
-  if [[ -L "$base/$l" ]]; then rm -rf "${runtime:?}/$l"; cp -a "$base/$l" "$runtime/$l"; fi
 done
 mkdir -p "$runtime/etc/ssl/certs" "$runtime/tmp" "$runtime/home/nonroot" "$runtime/root"
 cp -L "$base/etc/ssl/certs/ca-certificates.crt" "$runtime/etc/ssl/certs/ca-certificates.crt"
@@ -152,7 +156,9 @@ printf 'hosts: files dns\n' >"$runtime/etc/nsswitch.conf"
 chmod 1777 "$runtime/tmp"
 chmod 0700 "$runtime/root"
 chown 65532:65532 "$runtime/home/nonroot"
-[[ ! -e "$runtime/bin/sh" && ! -e "$runtime/usr/bin/sh" ]] || die "the runtime tree has a shell"
+[[ ! -e "$runtime/usr/bin/sh" && ! -e "$runtime/usr/bin/bash" ]] || die "the runtime tree has a shell"
+[[ -e "$runtime/lib64/ld-linux-x86-64.so.2" && -e "$runtime/lib/x86_64-linux-gnu/libc.so.6" ]] \
+  || die "the runtime tree lacks the dynamic loader or libc"
 # Stamp from the content list (names, sizes) so an unchanged base re-imports nothing.
 runtime_stamp="$script_hash-$(cd "$runtime" && find . -printf '%p %s %m %U\n' | sort | sha256sum | cut -c1-16)"
 import_tree jetmart-offline/runtime:bookworm "$runtime" "$runtime_stamp" \

@@ -45,8 +45,15 @@ pub enum VolumePlan {
     /// A PersistentVolumeClaim (StatefulSet volumeClaimTemplate): an empty directory per pod,
     /// group-writable by fsGroup as the kubelet makes it.
     Claim { gid: Option<i64> },
-    /// emptyDir: a tmpfs in each container that mounts it.
-    EmptyDir { size: Option<u64> },
+    /// emptyDir: like the kubelet's, a directory on the node (here: the host) shared by the
+    /// pod's containers, mode 0777 (2777 and group fsGroup with an fsGroup); with medium Memory a
+    /// tmpfs in each container that mounts it. sizeLimit is not enforced (the kubelet enforces it
+    /// by eviction).
+    EmptyDir {
+        size: Option<u64>,
+        memory: bool,
+        gid: Option<i64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -647,7 +654,8 @@ fn volume(ctx: &Ctx, v: &Volume, gid: Option<i64>, who: &str) -> Result<VolumePl
             .map(|q| quantity::bytes(&q.0))
             .transpose()
             .with_context(|| format!("{what}: sizeLimit"))?;
-        return Ok(VolumePlan::EmptyDir { size });
+        let memory = e.medium.as_deref() == Some("Memory");
+        return Ok(VolumePlan::EmptyDir { size, memory, gid });
     }
     if v.persistent_volume_claim.is_some() {
         return Ok(VolumePlan::Claim { gid });
@@ -967,7 +975,9 @@ pub fn docker_run_args(c: &ContainerPlan, t: &RunTarget) -> Vec<String> {
     a.push(format!("--stop-timeout={}", c.stop_timeout));
     for m in &c.mounts {
         match t.volumes.get(&m.volume) {
-            Some(VolumePlan::EmptyDir { size }) => {
+            Some(VolumePlan::EmptyDir {
+                size, memory: true, ..
+            }) => {
                 let size = size.map(|s| format!(",size={s}")).unwrap_or_default();
                 a.push(format!("--tmpfs={}:rw,exec,mode=1777{size}", m.target));
             }
@@ -1289,7 +1299,7 @@ spec: {maxUnavailable: 1, selector: {matchLabels: {app: api}}}
             "--cpus=0.5",
             "--cpu-shares=102",
             "--stop-timeout=30",
-            "--tmpfs=/tmp:rw,exec,mode=1777,size=67108864",
+            "--mount=type=bind,source=/tmp/run/api-podrun-0/tmp,target=/tmp",
             "--mount=type=bind,source=/tmp/run/api-podrun-0/conf,target=/etc/app,readonly",
         ] {
             assert!(args.iter().any(|a| a == flag), "missing {flag} in {args:?}");

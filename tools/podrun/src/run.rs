@@ -135,7 +135,13 @@ impl Runner {
                     let mode = if gid.is_some() { 0o2775 } else { 0o777 };
                     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
                 }
-                VolumePlan::EmptyDir { .. } => {}
+                VolumePlan::EmptyDir { memory: true, .. } => {}
+                VolumePlan::EmptyDir { gid, .. } => {
+                    std::fs::create_dir_all(&dir)?;
+                    own(&dir, *gid)?;
+                    let mode = if gid.is_some() { 0o2777 } else { 0o777 };
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+                }
             }
         }
         Ok(())
