@@ -175,8 +175,11 @@ fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut stop = Stop::listen()?;
-    let logs = args.dir.join("logs");
-    let maildir = args.dir.join("mail");
+    // Absolute, so that the paths printed work from any directory.
+    let dir =
+        std::path::absolute(&args.dir).with_context(|| format!("--dir {}", args.dir.display()))?;
+    let logs = dir.join("logs");
+    let maildir = dir.join("mail");
     fresh_dir(&logs)?;
     fresh_dir(&maildir)?;
     println!("jetmart local stack (logs in {})", logs.display());
