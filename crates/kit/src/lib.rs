@@ -5,6 +5,7 @@
 //! [`telemetry::init`], and hands [`shutdown::on_signal`]'s token to its library `run`.
 
 pub mod config;
+pub mod consumes;
 pub mod db;
 pub mod error;
 pub mod grpc;

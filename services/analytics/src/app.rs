@@ -7,11 +7,10 @@ use jetmart_kit::{Service, ServiceError, StartError};
 use jetmart_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
 use jetmart_runtime::catalog;
 use jetmart_runtime::consumer::{ConsumerRunner, RunnerConfig};
-use jetmart_runtime::provision::ConsumerSpec;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use crate::NAME;
+use crate::{CONSUMES, NAME};
 use crate::config::Config;
 use crate::dashboard::Dashboards;
 use crate::grpc::AnalyticsApi;
@@ -61,10 +60,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             ..Default::default()
         },
     );
-    for spec in catalog::BUSINESS_STREAMS {
+    for spec in CONSUMES.consumers(NAME) {
         let runner = ConsumerRunner::new(
             service.js.clone(),
-            RunnerConfig::new(ConsumerSpec::new(spec, NAME, spec.subjects)),
+            RunnerConfig::new(spec),
             LiveProcessor::new(generations.clone(), recovery.clone()),
             service.metrics.clone(),
         );

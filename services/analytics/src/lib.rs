@@ -9,8 +9,20 @@
 //! - [`grpc`] + [`convert`] + [`error`]: `AnalyticsService`; [`web`]: the page, JSON and SSE.
 //! - [`app`]: wiring; `main` only parses config and calls it.
 
+use std::sync::LazyLock;
+
+use jetmart_kit::consumes::Consumes;
+use jetmart_runtime::catalog;
+
 /// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
 pub const NAME: &str = "analytics";
+
+/// The events analytics consumes, under durable name [`NAME`]: every business stream, whole.
+pub static CONSUMES: LazyLock<Consumes> = LazyLock::new(|| {
+    catalog::BUSINESS_STREAMS
+        .iter()
+        .fold(Consumes::new(), |c, s| c.stream(*s))
+});
 
 pub mod app;
 pub mod config;

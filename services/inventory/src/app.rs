@@ -8,23 +8,18 @@ use jetmart_proto::inventory::v1::inventory_service_server::InventoryServiceServ
 use jetmart_runtime::catalog as streams;
 use jetmart_runtime::consumer::{ConsumerRunner, PgProcessor, RunnerConfig};
 use jetmart_runtime::outbox::RelayConfig;
-use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::NAME;
 use crate::cache::{CacheMetrics, StockCache};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::grpc::InventoryApi;
 use crate::handlers::{CacheRefreshing, InventoryHandler};
 use crate::seed::{self, Seeded};
+use crate::{CONSUMES, NAME};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Subjects inventory consumes from stream ORDER.
-pub const CONSUMED_SUBJECTS: &[&str] =
-    &["order.placed.*", "order.cancelled.*", "order.confirmed.*"];
 
 /// A started, not yet running inventory service.
 pub struct App {
@@ -77,7 +72,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         // The handler's effect is all in this database (the cache is refreshed after commit).
         RunnerConfig {
             batch: usize::from(config.common.consumer_batch),
-            ..RunnerConfig::new(ConsumerSpec::new(&streams::ORDER, NAME, CONSUMED_SUBJECTS))
+            ..RunnerConfig::new(CONSUMES.consumer(&streams::ORDER, NAME))
         },
         processor,
         service.metrics.clone(),

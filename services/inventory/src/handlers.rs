@@ -19,7 +19,6 @@ use chrono::Utc;
 use jetmart_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use jetmart_runtime::consumer::{Applied, HandlerError, PgHandler, Processor};
 use jetmart_runtime::{IncomingEvent, outbox};
-use prost::Name;
 use sqlx::{PgConnection, PgPool};
 
 use crate::cache::StockCache;
@@ -37,22 +36,13 @@ impl From<StoreError> for HandlerError {
     }
 }
 
-/// The event types inventory consumes.
-pub fn handled_types() -> [String; 3] {
-    [
-        OrderPlaced::full_name(),
-        OrderCancelled::full_name(),
-        OrderConfirmed::full_name(),
-    ]
-}
-
 /// Applies order events to stock.
 #[derive(Debug, Clone, Default)]
 pub struct InventoryHandler;
 
 impl PgHandler for InventoryHandler {
     fn handles(&self, event_type: &str) -> bool {
-        handled_types().iter().any(|t| t == event_type)
+        crate::CONSUMES.handles(event_type)
     }
 
     /// Every order lock, then every stock row the batch may move, each set in key order: the

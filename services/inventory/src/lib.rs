@@ -8,8 +8,21 @@
 //! - [`grpc`]: `InventoryService`; [`error`]: its status mapping.
 //! - [`catalog`]: the demo catalog shared with the load generator and the local stack.
 
+use std::sync::LazyLock;
+
+use jetmart_kit::consumes::Consumes;
+use jetmart_proto::order;
+
 /// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
 pub const NAME: &str = "inventory";
+
+/// The events inventory consumes, under durable name [`NAME`].
+pub static CONSUMES: LazyLock<Consumes> = LazyLock::new(|| {
+    Consumes::new()
+        .event::<order::v1::OrderPlaced>()
+        .event::<order::v1::OrderCancelled>()
+        .event::<order::v1::OrderConfirmed>()
+});
 
 pub mod adjust;
 pub mod app;

@@ -11,12 +11,12 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::NAME;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::grpc::NotificationApi;
 use crate::handlers::{EmailHandler, EmailMetrics};
 use crate::mailer::Mailer;
+use crate::{CONSUMES, NAME};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -82,18 +82,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             service.metrics.clone(),
         )
     };
-    let orders = runner(
-        ConsumerSpec::new(
-            &catalog::ORDER,
-            NAME,
-            &["order.confirmed.*", "order.cancelled.*"],
-        ),
-        &service,
-    );
-    let surveys = runner(
-        ConsumerSpec::new(&catalog::SURVEY, NAME, &["survey.requested.*"]),
-        &service,
-    );
+    let orders = runner(CONSUMES.consumer(&catalog::ORDER, NAME), &service);
+    let surveys = runner(CONSUMES.consumer(&catalog::SURVEY, NAME), &service);
     service
         .consumer(orders)
         .consumer(surveys)

@@ -43,7 +43,6 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -88,13 +87,7 @@ struct Email {
 
 impl PgHandler for EmailHandler {
     fn handles(&self, event_type: &str) -> bool {
-        [
-            OrderConfirmed::full_name(),
-            OrderCancelled::full_name(),
-            SurveyRequested::full_name(),
-        ]
-        .iter()
-        .any(|t| t == event_type)
+        crate::CONSUMES.handles(event_type)
     }
 
     async fn handle(

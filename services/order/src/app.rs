@@ -11,11 +11,11 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::NAME;
 use crate::config::Config;
 use crate::grpc::OrderApi;
 use crate::handlers::SagaHandler;
 use crate::projection::{self, ProjectionHandler};
+use crate::{CONSUMES, NAME, PROJECTION_CONSUMES};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -76,25 +76,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             service.metrics.clone(),
         )
     };
-    let inventory = runner(
-        ConsumerSpec::new(&catalog::INVENTORY, NAME, &["inventory.rejected.*"]),
-        &service,
-    );
-    let payment = runner(
-        ConsumerSpec::new(
-            &catalog::PAYMENT,
-            NAME,
-            &["payment.authorized.*", "payment.declined.*"],
-        ),
-        &service,
-    );
+    let inventory = runner(CONSUMES.consumer(&catalog::INVENTORY, NAME), &service);
+    let payment = runner(CONSUMES.consumer(&catalog::PAYMENT, NAME), &service);
     let projection = ConsumerRunner::new(
         service.js.clone(),
-        batched(ConsumerSpec::new(
-            &catalog::ORDER,
-            projection::CONSUMER,
-            &["order.>"],
-        )),
+        batched(PROJECTION_CONSUMES.consumer(&catalog::ORDER, projection::CONSUMER)),
         PgProcessor::new(pool.clone(), ProjectionHandler),
         service.metrics.clone(),
     );

@@ -7,7 +7,6 @@ use jetmart_proto::inventory::v1::StockRejected;
 use jetmart_proto::payment::v1::{PaymentAuthorized, PaymentDeclined};
 use jetmart_runtime::IncomingEvent;
 use jetmart_runtime::consumer::{HandlerError, PgHandler};
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -30,13 +29,7 @@ fn order_id(raw: &str) -> Result<OrderId, HandlerError> {
 
 impl PgHandler for SagaHandler {
     fn handles(&self, event_type: &str) -> bool {
-        [
-            StockRejected::full_name(),
-            PaymentDeclined::full_name(),
-            PaymentAuthorized::full_name(),
-        ]
-        .iter()
-        .any(|t| t == event_type)
+        crate::CONSUMES.handles(event_type)
     }
 
     async fn handle(

@@ -8,8 +8,26 @@
 //! - [`grpc`]: the `OrderService` API; [`error`] maps failures to gRPC statuses in one place.
 //! - [`app`]: wiring; `main` only parses config and calls it.
 
+use std::sync::LazyLock;
+
+use jetmart_kit::consumes::Consumes;
+use jetmart_proto::{inventory, payment};
+use jetmart_runtime::catalog;
+
 /// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
 pub const NAME: &str = "order";
+
+/// The saga's reads, under durable name [`NAME`]: the verdicts of inventory and payment.
+pub static CONSUMES: LazyLock<Consumes> = LazyLock::new(|| {
+    Consumes::new()
+        .event::<inventory::v1::StockRejected>()
+        .event::<payment::v1::PaymentAuthorized>()
+        .event::<payment::v1::PaymentDeclined>()
+});
+
+/// The read model's reads, under durable name [`projection::CONSUMER`]: the service's own stream.
+pub static PROJECTION_CONSUMES: LazyLock<Consumes> =
+    LazyLock::new(|| Consumes::new().stream(catalog::ORDER));
 
 pub mod app;
 pub mod config;

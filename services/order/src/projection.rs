@@ -63,15 +63,9 @@ async fn refresh_into(conn: &mut PgConnection, table: &str, id: OrderId) -> Resu
 #[derive(Debug, Clone, Copy)]
 pub struct ProjectionHandler;
 
-const ORDER_EVENTS: [&str; 3] = [
-    "jetmart.order.v1.OrderPlaced",
-    "jetmart.order.v1.OrderConfirmed",
-    "jetmart.order.v1.OrderCancelled",
-];
-
 impl PgHandler for ProjectionHandler {
     fn handles(&self, event_type: &str) -> bool {
-        ORDER_EVENTS.contains(&event_type)
+        crate::PROJECTION_CONSUMES.handles(event_type)
     }
 
     async fn handle(

@@ -13,12 +13,12 @@ use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::NAME;
 use crate::config::{Config, GatewayKind};
 use crate::domain::{BreakerState, PaymentGateway, SimulatedGateway};
 use crate::gateway::{GatewayMetrics, GuardedGateway};
 use crate::grpc::PaymentApi;
 use crate::handlers::PaymentHandler;
+use crate::{CONSUMES, NAME};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -103,21 +103,13 @@ pub async fn build_with_gateway(
     let metrics = service.metrics.clone();
     service.consumer(ConsumerRunner::new(
         service.js.clone(),
-        runner(ConsumerSpec::new(
-            &catalog::INVENTORY,
-            NAME,
-            &["inventory.reserved.*"],
-        )),
+        runner(CONSUMES.consumer(&catalog::INVENTORY, NAME)),
         PgProcessor::new(pool.clone(), handler.clone()),
         metrics.clone(),
     ));
     service.consumer(ConsumerRunner::new(
         service.js.clone(),
-        runner(ConsumerSpec::new(
-            &catalog::ORDER,
-            NAME,
-            &["order.confirmed.*", "order.cancelled.*"],
-        )),
+        runner(CONSUMES.consumer(&catalog::ORDER, NAME)),
         PgProcessor::new(pool.clone(), handler),
         metrics,
     ));

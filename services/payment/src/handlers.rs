@@ -34,7 +34,6 @@ use jetmart_proto::order::v1::{CancelReason, OrderCancelled, OrderConfirmed};
 use jetmart_proto::payment::v1 as pb;
 use jetmart_runtime::consumer::{HandlerError, PgHandler};
 use jetmart_runtime::{IncomingEvent, OutgoingEvent, outbox};
-use prost::Name;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -80,9 +79,7 @@ impl std::fmt::Debug for PaymentHandler {
 
 impl PgHandler for PaymentHandler {
     fn handles(&self, event_type: &str) -> bool {
-        event_type == StockReserved::full_name()
-            || event_type == OrderConfirmed::full_name()
-            || event_type == OrderCancelled::full_name()
+        crate::CONSUMES.handles(event_type)
     }
 
     async fn handle(

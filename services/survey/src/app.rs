@@ -8,16 +8,15 @@ use jetmart_proto::survey::v1::survey_service_server::SurveyServiceServer;
 use jetmart_runtime::catalog;
 use jetmart_runtime::consumer::{ConsumerRunner, PgProcessor, RunnerConfig};
 use jetmart_runtime::outbox::RelayConfig;
-use jetmart_runtime::provision::ConsumerSpec;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::NAME;
 use crate::config::Config;
 use crate::grpc::SurveyApi;
 use crate::handlers::ConfirmedOrderHandler;
 use crate::store;
 use crate::surveys::Surveys;
+use crate::{CONSUMES, NAME};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -53,7 +52,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     // order.confirmed is handled strictly in stream order: one message in flight across all
     // replicas and one lane. That is what makes a replay decide the same; survey's volume (one
     // small transaction per confirmed order) allows it.
-    let mut spec = ConsumerSpec::new(&catalog::ORDER, NAME, &["order.confirmed.*"]);
+    let mut spec = CONSUMES.consumer(&catalog::ORDER, NAME);
     spec.max_ack_pending = 1;
     let mut runner = RunnerConfig::new(spec);
     runner.lanes = 1;

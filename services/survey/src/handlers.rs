@@ -14,7 +14,6 @@ use jetmart_proto::survey::v1::SurveyRequested;
 use jetmart_runtime::consumer::{HandlerError, PgHandler};
 use jetmart_runtime::envelope::header;
 use jetmart_runtime::{IncomingEvent, OutgoingEvent, outbox};
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -61,7 +60,7 @@ fn order_facts(e: &OrderConfirmed, event: &IncomingEvent) -> Result<OrderFacts, 
 
 impl PgHandler for ConfirmedOrderHandler {
     fn handles(&self, event_type: &str) -> bool {
-        event_type == OrderConfirmed::full_name()
+        crate::CONSUMES.handles(event_type)
     }
 
     async fn handle(

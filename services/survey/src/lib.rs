@@ -7,8 +7,17 @@
 //!   `/s/<token>`) and [`grpc`] (`SurveyService`); [`error`] maps failures to gRPC statuses.
 //! - [`app`]: wiring; `main` only parses config and calls it.
 
+use std::sync::LazyLock;
+
+use jetmart_kit::consumes::Consumes;
+use jetmart_proto::order;
+
 /// Service name: `ce-source`, durable consumer name, NATS user, telemetry name.
 pub const NAME: &str = "survey";
+
+/// The events survey consumes, under durable name [`NAME`].
+pub static CONSUMES: LazyLock<Consumes> =
+    LazyLock::new(|| Consumes::new().event::<order::v1::OrderConfirmed>());
 
 pub mod app;
 pub mod config;
