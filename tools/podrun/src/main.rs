@@ -58,6 +58,11 @@ struct Args {
     /// Print the `docker run` command of every container (Secret values masked) and exit.
     #[arg(long)]
     dry_run: bool,
+    /// Leave the containers and the network running after the run (to inspect them); remove
+    /// them later with `docker rm -f $(docker ps -aq --filter label=io.jetmart.podrun.run=<id>)`
+    /// and `docker network rm podrun-<id>`.
+    #[arg(long)]
+    keep_containers: bool,
     /// Keep the run's files (rendering, volume contents) after the run.
     #[arg(long)]
     keep_files: bool,
@@ -166,8 +171,16 @@ async fn main() -> ExitCode {
         _ = tokio::signal::ctrl_c() => Err((130, anyhow::anyhow!("interrupted"))),
         _ = term.recv() => Err((143, anyhow::anyhow!("terminated"))),
     };
-    println!("podrun: removing the run's containers and network");
-    run::cleanup(&docker, &opts, args.keep_files).await;
+    if args.keep_containers && !matches!(outcome, Err((130 | 143, _))) {
+        println!(
+            "podrun: containers kept: docker ps --filter label={}={}",
+            run::RUN_LABEL,
+            opts.run_id
+        );
+    } else {
+        println!("podrun: removing the run's containers and network");
+        run::cleanup(&docker, &opts, args.keep_files).await;
+    }
     match outcome {
         Ok(()) => {
             println!("podrun: PASS: every workload Ready, every helm test pod succeeded");

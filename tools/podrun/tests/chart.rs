@@ -134,6 +134,12 @@ fn every_pod_of_the_kind_rendering_translates() {
             );
         }
     }
+    let inventory = pod(&pods, "jetmart-inventory-podrun-0");
+    assert_eq!(
+        inventory.init[1].args,
+        ["seed-demo"],
+        "values-kind seeds the demo catalog after the migrations"
+    );
     let nats = pod(&pods, "jetmart-nats-1");
     assert_eq!(env(nats, "POD_NAME"), Some("jetmart-nats-1"));
     assert!(

@@ -166,8 +166,12 @@ spec:
       {{- with $svc.priorityClassName }}
       priorityClassName: {{ . }}
       {{- end }}
-      {{- if and $uses.postgres $svc.migrations.enabled }}
+      {{- $migrate := and $uses.postgres $svc.migrations.enabled }}
+      {{- $seed := and (eq $name "inventory") $root.Values.demo.seedCatalog }}
+      {{- if or $migrate $seed }}
       initContainers:
+      {{- end }}
+      {{- if $migrate }}
         # Migrations run before this version serves, in every new pod. sqlx takes a Postgres
         # advisory lock, so replicas (and a rollout's surge pod) racing here are safe; all but
         # one wait and then find nothing to do.
@@ -184,6 +188,22 @@ spec:
             - configMapRef:
                 name: {{ $fullName }}
           # Same environment as the service: config parsing is shared with `serve`.
+          env: {{- include "jetmart.secretEnv" (dict "env" $secretEnv "secretName" $secretName) | nindent 12 }}
+          resources: {{- toYaml $svc.migrationResources | nindent 12 }}
+          securityContext: {{- include "jetmart.containerSecurityContext" . | nindent 12 }}
+          volumeMounts: {{- include "jetmart.service.volumeMounts" $root | nindent 12 }}
+      {{- end }}
+      {{- if $seed }}
+        # demo.seedCatalog: the demo catalog's SKUs and initial stock (idempotent: each SKU's
+        # seeding adjustment has a fixed idempotency key, so restarts and replicas add nothing
+        # twice). Without it the smoke test's order and every load-tool order is CANCELLED.
+        - name: seed-demo
+          image: {{ include "jetmart.image" $root }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command: [{{ $bin | quote }}, "seed-demo"]
+          envFrom:
+            - configMapRef:
+                name: {{ $fullName }}
           env: {{- include "jetmart.secretEnv" (dict "env" $secretEnv "secretName" $secretName) | nindent 12 }}
           resources: {{- toYaml $svc.migrationResources | nindent 12 }}
           securityContext: {{- include "jetmart.containerSecurityContext" . | nindent 12 }}
