@@ -10,13 +10,13 @@ use jetmart_runtime::consumer::{ConsumerRunner, RunnerConfig};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use crate::{CONSUMES, NAME};
 use crate::config::Config;
 use crate::dashboard::Dashboards;
 use crate::grpc::AnalyticsApi;
 use crate::live::{Generations, LiveProcessor, Recovery};
 use crate::rebuild::{self, Progress, RebuildOptions, RebuildReport};
 use crate::web;
+use crate::{CONSUMES, NAME};
 
 pub struct App {
     service: Service,
@@ -71,6 +71,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     }
     let dashboards = Dashboards::new(redis, service.js.clone());
     let pages_shutdown = CancellationToken::new();
+    tokio::spawn(recovery.clone().watch(pages_shutdown.clone()));
     service.pages(web::router(
         dashboards.clone(),
         pages_shutdown.clone(),

@@ -28,6 +28,53 @@ pub fn window(now: DateTime<Utc>, minutes: u32) -> Vec<i64> {
         .collect()
 }
 
+/// Why an order event is not one the order service could have published, or None. The order
+/// service refuses any order breaking these rules before it emits anything, so an event that
+/// breaks them was never accepted by its owner (a forged or corrupted message, which inventory
+/// dead-letters too) and must not count: otherwise the dashboard shows an order the order
+/// service does not have, pending forever.
+pub fn order_refusal(
+    order_id: &str,
+    lines: &[jetmart_proto::common::v1::OrderLine],
+    total: Option<&jetmart_proto::common::v1::Money>,
+) -> Option<String> {
+    if uuid::Uuid::try_parse(order_id).is_err() {
+        return Some(format!("order id {order_id:?} is not a UUID"));
+    }
+    let Some(total) = total else {
+        return Some("no total".into());
+    };
+    if jetmart_currency::Currency::from_code(&total.currency).is_none() {
+        return Some(format!("currency {:?} is not accepted", total.currency));
+    }
+    if total.amount_minor < 0 {
+        return Some(format!("total {} is negative", total.amount_minor));
+    }
+    if lines.is_empty() {
+        return Some("no lines".into());
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if line.sku.is_empty() {
+            return Some(format!("lines[{i}] has no SKU"));
+        }
+        if line.quantity <= 0 {
+            return Some(format!(
+                "lines[{i}] quantity {} is not positive",
+                line.quantity
+            ));
+        }
+        if let Some(price) = &line.unit_price
+            && (price.currency != total.currency || price.amount_minor < 0)
+        {
+            return Some(format!(
+                "lines[{i}] price {} {} does not fit the total's currency {}",
+                price.amount_minor, price.currency, total.currency
+            ));
+        }
+    }
+    None
+}
+
 /// How an NPS answer counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NpsClass {
@@ -273,6 +320,49 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert_eq!(w[2], minute_start(at("2026-03-01T10:15:00Z")));
         assert_eq!(w[0], w[2] - 120);
+    }
+
+    #[test]
+    fn only_orders_the_order_service_accepts_pass() {
+        use jetmart_proto::common::v1::{Money, OrderLine};
+        let eur = |amount_minor| Money {
+            amount_minor,
+            currency: "EUR".into(),
+        };
+        let line = |sku: &str, quantity, price| OrderLine {
+            sku: sku.into(),
+            quantity,
+            unit_price: Some(price),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let good = vec![line("SKU-1", 2, eur(500))];
+        assert_eq!(order_refusal(&id, &good, Some(&eur(1000))), None);
+        // The poison: every field wrong.
+        let zzz = Money {
+            amount_minor: 100,
+            currency: "ZZZ".into(),
+        };
+        let poison = vec![line("SKU-1", -5, zzz.clone())];
+        let why = order_refusal("not-a-uuid", &poison, Some(&zzz)).unwrap();
+        assert!(why.contains("not-a-uuid"), "{why}");
+        for (lines, total, expected) in [
+            (poison.clone(), Some(zzz.clone()), "ZZZ"),
+            (vec![line("SKU-1", -5, eur(1))], Some(eur(1)), "quantity -5"),
+            (vec![line("SKU-1", 0, eur(1))], Some(eur(1)), "quantity 0"),
+            (vec![line("", 1, eur(1))], Some(eur(1)), "no SKU"),
+            (
+                vec![line("SKU-1", 1, zzz.clone())],
+                Some(eur(1)),
+                "currency EUR",
+            ),
+            (vec![line("SKU-1", 1, eur(-1))], Some(eur(1)), "price -1"),
+            (Vec::new(), Some(eur(1)), "no lines"),
+            (good.clone(), Some(eur(-1)), "negative"),
+            (good.clone(), None, "no total"),
+        ] {
+            let why = order_refusal(&id, &lines, total.as_ref()).unwrap();
+            assert!(why.contains(expected), "{why} lacks {expected}");
+        }
     }
 
     #[test]

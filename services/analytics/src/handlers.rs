@@ -78,6 +78,17 @@ fn money_of(
     }
 }
 
+/// A permanent failure (dead-lettered with the reason, counted nowhere) for an order event the
+/// order service would never have published; see [`domain::order_refusal`].
+fn refuse_unless_accepted(what: &str, refusal: Option<String>) -> Result<(), HandlerError> {
+    match refusal {
+        None => Ok(()),
+        Some(why) => Err(HandlerError::permanent(format!(
+            "{what} not counted: the order service accepts no such order ({why})"
+        ))),
+    }
+}
+
 /// The writes that count `event` in `keys`' generation.
 pub fn effects(keys: &Keyspace, event: &IncomingEvent) -> Result<Effects, HandlerError> {
     let totals = keys.totals();
@@ -87,11 +98,19 @@ pub fn effects(keys: &Keyspace, event: &IncomingEvent) -> Result<Effects, Handle
     let count = |fx: Effects, f: &str| fx.hincr_by(&totals, f, 1);
 
     let fx = if event.is::<OrderPlaced>() {
-        event.decode::<OrderPlaced>()?;
+        let e = event.decode::<OrderPlaced>()?;
+        refuse_unless_accepted(
+            "order.placed",
+            domain::order_refusal(&e.order_id, &e.lines, e.total.as_ref()),
+        )?;
         let fx = count(fx, field::PLACED);
         count(fx, field::FUNNEL_PLACED).hincr_by(&minute, field::MINUTE_PLACED, 1)
     } else if event.is::<OrderConfirmed>() {
         let e = event.decode::<OrderConfirmed>()?;
+        refuse_unless_accepted(
+            "order.confirmed",
+            domain::order_refusal(&e.order_id, &e.lines, e.total.as_ref()),
+        )?;
         let (currency, amount) = money_of(e.total.as_ref(), "order.confirmed")?;
         let mut fx = count(count(fx, field::CONFIRMED), field::FUNNEL_CONFIRMED)
             .hincr_by(&minute, field::MINUTE_CONFIRMED, 1)
@@ -123,6 +142,12 @@ pub fn effects(keys: &Keyspace, event: &IncomingEvent) -> Result<Effects, Handle
         fx
     } else if event.is::<OrderCancelled>() {
         let e = event.decode::<OrderCancelled>()?;
+        if uuid::Uuid::try_parse(&e.order_id).is_err() {
+            refuse_unless_accepted(
+                "order.cancelled",
+                Some(format!("order id {:?} is not a UUID", e.order_id)),
+            )?;
+        }
         count(count(fx, field::CANCELLED), &reason_field(e.reason)).hincr_by(
             &minute,
             field::MINUTE_CANCELLED,
@@ -248,7 +273,9 @@ mod tests {
                 Ok(fx) => assert!(!fx.is_empty()),
                 // Only the rules that need content refuse an empty payload.
                 Err(HandlerError::Permanent(msg)) => assert!(
-                    msg.contains("total") || msg.contains("score"),
+                    msg.contains("total")
+                        || msg.contains("score")
+                        || msg.contains("accepts no such order"),
                     "{}: {msg}",
                     t.type_name
                 ),
@@ -267,6 +294,7 @@ mod tests {
             unit_price: None,
         };
         let e = incoming(&OrderConfirmed {
+            order_id: uuid::Uuid::now_v7().to_string(),
             lines: vec![line("A", 2), line("B", 1), line("A", 3)],
             total: Some(Money {
                 amount_minor: 700,
@@ -313,6 +341,51 @@ mod tests {
         assert!(matches!(
             effects(&ks, &garbage),
             Err(HandlerError::Undecodable(_))
+        ));
+    }
+
+    #[test]
+    fn an_order_the_order_service_never_accepted_counts_nothing() {
+        let ks = Keyspace::new(1);
+        let money = |currency: &str| Money {
+            amount_minor: 100,
+            currency: currency.into(),
+        };
+        let line = |quantity, currency: &str| OrderLine {
+            sku: "SKU-1".into(),
+            quantity,
+            unit_price: Some(money(currency)),
+        };
+        let poison = incoming(&OrderPlaced {
+            order_id: "not-a-uuid".into(),
+            lines: vec![line(-5, "ZZZ")],
+            total: Some(money("ZZZ")),
+            ..Default::default()
+        });
+        match effects(&ks, &poison) {
+            Err(HandlerError::Permanent(why)) => {
+                assert!(
+                    why.contains("order.placed") && why.contains("not-a-uuid"),
+                    "{why}"
+                )
+            }
+            other => panic!("poison must be refused for good: {other:?}"),
+        }
+        let accepted = incoming(&OrderPlaced {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            lines: vec![line(5, "EUR")],
+            total: Some(money("EUR")),
+            ..Default::default()
+        });
+        let fx = effects(&ks, &accepted).unwrap();
+        assert!(!fx.is_empty());
+        let cancelled = incoming(&OrderCancelled {
+            order_id: "not-a-uuid".into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            effects(&ks, &cancelled),
+            Err(HandlerError::Permanent(_))
         ));
     }
 

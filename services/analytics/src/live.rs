@@ -11,8 +11,9 @@ use jetmart_runtime::IncomingEvent;
 use jetmart_runtime::consumer::{Applied, HandlerError, Processor};
 use jetmart_runtime::redis_once::{RedisOnce, RedisProcessor};
 use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
 
-use crate::generation;
+use crate::generation::{self, Target};
 use crate::handlers::AnalyticsHandler;
 use crate::keys::Keyspace;
 use crate::rebuild::{self, RebuildError, RebuildOptions};
@@ -62,8 +63,9 @@ impl Generations {
 }
 
 /// Rebuilds the read model by replay when it is missing: on a first start, and after Redis lost
-/// its data (FLUSHALL, a restart without persistence). One rebuild at a time per replica; the
-/// rebuild's own lock keeps replicas from running two.
+/// its data (FLUSHALL, a restart without persistence), also when the rebuild that was running
+/// then died or lost its lease. One rebuild at a time per replica; the lease keeps replicas from
+/// running two.
 #[derive(Clone)]
 pub struct Recovery {
     js: async_nats::jetstream::Context,
@@ -71,6 +73,11 @@ pub struct Recovery {
     options: RebuildOptions,
     running: Arc<AtomicBool>,
 }
+
+/// How often the watchdog looks for a missing read model that no rebuild is filling.
+pub const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// Pause after a failed rebuild before this replica tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Recovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,18 +108,45 @@ impl Recovery {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            tracing::warn!("analytics read model missing; rebuilding it by replaying the streams");
-            match rebuild::rebuild(&this.js, &this.redis, &this.options, |_| {}).await {
-                Ok(report) => tracing::info!(generation = report.generation, "read model rebuilt"),
-                Err(RebuildError::Busy) => {
-                    tracing::info!("another replica is rebuilding the read model")
+            let mut failed = false;
+            // Someone else may have rebuilt it since we looked.
+            if let Ok(Target::Nothing) = generation::target(&this.redis).await {
+                tracing::warn!(
+                    "analytics read model missing; rebuilding it by replaying the streams"
+                );
+                match rebuild::rebuild(&this.js, &this.redis, &this.options, |_| {}).await {
+                    Ok(report) => {
+                        tracing::info!(generation = report.generation, "read model rebuilt")
+                    }
+                    Err(RebuildError::Busy) => {
+                        tracing::info!("another replica is rebuilding the read model")
+                    }
+                    Err(e) => {
+                        failed = true;
+                        tracing::error!(error = %e, "read model rebuild failed; will try again")
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "read model rebuild failed; will retry on the next event")
-                }
+            }
+            if failed {
+                tokio::time::sleep(RETRY_AFTER).await;
             }
             this.running.store(false, Ordering::Release);
         });
+    }
+
+    /// Until `shutdown`: starts a rebuild whenever there is neither a read model nor a rebuild
+    /// filling one, so the read model comes back without waiting for the next event (the
+    /// rebuild that was running may have died with its replica, or lost its lease to a flush).
+    pub async fn watch(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            if let Ok(Target::Nothing) = generation::target(&self.redis).await {
+                self.start();
+            }
+        }
     }
 }
 
@@ -143,13 +177,17 @@ impl Processor for LiveProcessor {
         event: &IncomingEvent,
     ) -> Result<Applied, HandlerError> {
         // After the delivery, never before: see the swap argument in `rebuild`.
-        let Some(keys) = generation::peek(&self.generations.conn).await? else {
-            // No read model (first start, or Redis lost it): counting into an empty one would
-            // miss the history. Replay builds it; this event waits and is retried meanwhile.
-            self.recovery.start();
-            return Err(HandlerError::transient(
-                "analytics read model missing; rebuilding by replay",
-            ));
+        let keys = match generation::target(&self.generations.conn).await? {
+            Target::Current(keys) | Target::Building(keys) => keys,
+            Target::Nothing => {
+                // No read model (first start, or Redis lost it) and no rebuild filling one:
+                // counting into an empty one would miss the history. Replay builds it; this
+                // event waits and is retried meanwhile.
+                self.recovery.start();
+                return Err(HandlerError::transient(
+                    "analytics read model missing; rebuilding by replay",
+                ));
+            }
         };
         self.generations
             .processor(keys)
@@ -160,7 +198,7 @@ impl Processor for LiveProcessor {
 
 /// At start: when there is no read model and no stream holds an event yet, there is nothing to
 /// replay, so counting starts in an empty generation right away. (With history and no read
-/// model, the first event triggers a rebuild instead; see [`Recovery`].)
+/// model, a rebuild builds it instead; see [`Recovery`].)
 pub async fn start_empty_without_history(
     js: &async_nats::jetstream::Context,
     redis: &ConnectionManager,
@@ -175,7 +213,7 @@ pub async fn start_empty_without_history(
             return;
         }
     }
-    if let Err(e) = generation::current(redis).await {
+    if let Err(e) = generation::create_empty(redis).await {
         tracing::warn!(error = %e, "cannot create the empty read model yet");
     }
 }

@@ -1,21 +1,24 @@
 //! Rebuild without downtime: replay every stream into a fresh generation beside the live one,
-//! swap the pointer, delete the old generation.
+//! swap the pointer, delete the older generations.
 //!
 //! # Why this design
 //!
 //! The live `analytics` consumers read the generation pointer (`analytics:v1:current`) *after*
 //! a message is delivered and before applying it ([`crate::live`]), and every effect carries the
-//! marker of its own generation. The rebuild, holding `analytics:v1:rebuild-lock`:
+//! marker of its own generation. The rebuild:
 //!
-//! 1. allocates generation N+1 and replays each stream from its start up to its last sequence
-//!    (measured when it starts) into N+1 with ordered ephemeral consumers, concurrently (every
-//!    effect commutes, so application order does not matter);
+//! 0. allocates a generation number never used before (N+1) and takes the lease
+//!    `analytics:v1:rebuild-lock` = `<N+1> <token>` (renewed while it runs, so a rebuild whose
+//!    process died frees it within `lock_ttl`);
+//! 1. replays each stream from its start up to its last sequence (measured after taking the
+//!    lease) into N+1 with ordered ephemeral consumers, concurrently (every effect commutes, so
+//!    application order does not matter);
 //! 2. catches up the same way from where it stopped to the then-last sequence (so little is
 //!    left for step 4), while the dashboard still shows N;
-//! 3. swaps the pointer N -> N+1 (compare-and-set);
+//! 3. swaps the pointer N -> N+1 (compare-and-set, and only while it still holds its lease);
 //! 4. catches up once more, from where it stopped to the last sequence measured *after* the
 //!    swap;
-//! 5. deletes every other generation's keys.
+//! 5. deletes the generations older than N+1.
 //!
 //! No event is lost: an event the live consumer applies to N (not N+1) was delivered before it
 //! read the pointer, and it read the pointer before the swap; so the event was already stored
@@ -23,15 +26,28 @@
 //! the swap, replays it into N+1. No event counts twice: every write into N+1, by the replay or
 //! by a live consumer that already sees N+1, goes through the marker of N+1.
 //!
+//! # When Redis loses its data
+//!
+//! After a flush there is no pointer, and nothing may create one that lacks history (see
+//! [`crate::generation`]): the first live consumer or the service's watchdog that finds neither
+//! a pointer nor a lease starts a rebuild with no previous generation. While it runs, live
+//! consumers write into the generation its lease names (an event they apply there and that
+//! outlives this rebuild was delivered before the lease was read, so it is stored before any
+//! later rebuild measures its targets and is replayed by it). A flush during the rebuild deletes
+//! its lease, so it can no longer swap (its keyspace lost what it had replayed); a rebuild whose
+//! process dies leaves no pointer behind and its lease expires. Either way the next rebuild
+//! starts from scratch, and the read model appears only once complete.
+//!
 //! We chose this over dual-writing during the rebuild (which needs two markers per event in one
 //! script, more than the runtime's check-and-apply offers) and over pausing the durable
 //! consumers at a known position (which stops live counting for the cut-over and needs consumer
-//! pause rights): here the live consumers never stop, and the only cost is one GET per event.
+//! pause rights): here the live consumers never stop, and the only cost is one read per event.
 //!
 //! Visible effects: between steps 3 and 4 (a moment, as step 2 left little to do) the dashboard
-//! may lack the events that arrived during step 2; it never shows anything twice. A live
-//! consumer that read the pointer just before the swap may write a few keys into N after step 5
-//! deleted it; those are unreachable and are swept by the next rebuild.
+//! may lack the events that arrived during step 2; it never shows anything twice. After a flush
+//! the dashboard is empty (generation 0) until the rebuild swaps in. A live consumer that read
+//! the pointer just before the swap may write a few keys into N after step 5 deleted it; those
+//! are unreachable and are swept by the next rebuild.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,7 +61,7 @@ use jetmart_runtime::{EventMeta, IncomingEvent, catalog};
 use redis::aio::ConnectionManager;
 
 use crate::NAME;
-use crate::generation;
+use crate::generation::{self, Swap};
 use crate::handlers::AnalyticsHandler;
 use crate::keys::{self, Keyspace};
 
@@ -66,7 +82,8 @@ const REPORT_EVERY: u64 = 500;
 pub struct RebuildOptions {
     /// Lifetime of the exactly-once markers (as the service's ANALYTICS_MARKER_TTL_SECS).
     pub marker_ttl: Duration,
-    /// The lock expires after this long if the rebuild dies without releasing it.
+    /// The lease expires after this long if the rebuild dies without releasing it; a running
+    /// rebuild renews it every third of this.
     pub lock_ttl: Duration,
 }
 
@@ -74,7 +91,7 @@ impl Default for RebuildOptions {
     fn default() -> Self {
         Self {
             marker_ttl: Duration::from_secs(8 * 24 * 3600),
-            lock_ttl: Duration::from_secs(3600),
+            lock_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -158,6 +175,10 @@ pub enum RebuildError {
     Stream { stream: String, message: String },
     #[error("the read model was swapped by someone else during the rebuild")]
     Raced,
+    #[error(
+        "the rebuild lost its lease (Redis lost its data, or the lease expired); nothing was swapped in"
+    )]
+    LeaseLost,
     #[error("event at {stream} #{sequence} keeps failing: {message}")]
     Apply {
         stream: String,
@@ -181,10 +202,22 @@ pub async fn rebuild(
     options: &RebuildOptions,
     mut progress: impl FnMut(&Progress) + Send,
 ) -> Result<RebuildReport, RebuildError> {
-    let lock = Lock::acquire(redis, options.lock_ttl).await?;
-    let result = run(js, redis, options, &mut progress).await;
-    if let Err(e) = lock.release(redis).await {
-        tracing::warn!(error = %e, "rebuild lock not released; it expires on its own");
+    let next = generation::allocate(redis).await?;
+    let lease = Lease::acquire(redis, next, options.lock_ttl).await?;
+    let result = tokio::select! {
+        r = run(js, redis, options, &lease, next, &mut progress) => r,
+        lost = lease.keep(redis, options.lock_ttl) => Err(lost),
+    };
+    if result.is_err() {
+        // Leave nothing half-built behind (unless it is the read model after all).
+        if generation::peek(redis).await.ok().flatten() != Some(next)
+            && let Err(del) = delete_generation(redis, next).await
+        {
+            tracing::warn!(error = %del, "half-built generation not deleted");
+        }
+    }
+    if let Err(e) = lease.release(redis).await {
+        tracing::warn!(error = %e, "rebuild lease not released; it expires on its own");
     }
     result
 }
@@ -193,49 +226,51 @@ async fn run(
     js: &jetstream::Context,
     redis: &ConnectionManager,
     options: &RebuildOptions,
+    lease: &Lease,
+    next: Keyspace,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RebuildReport, RebuildError> {
-    let previous = generation::current(redis).await?;
-    let next = generation::allocate(redis).await?;
+    // Never create a pointer here: an empty current generation would take live counts and
+    // hide the missing history if this rebuild did not finish.
+    let previous = generation::peek(redis).await?;
     let processor = RedisProcessor::new(
         RedisOnce::new(redis.clone(), options.marker_ttl),
         AnalyticsHandler::new(next),
     );
-    match fill_and_swap(js, redis, &processor, previous, next, progress).await {
-        Ok(mut report) => {
-            report.deleted_keys = sweep(redis, next).await?;
-            progress(&Progress::Deleted {
-                keys: report.deleted_keys,
-            });
-            tracing::info!(
-                previous = previous.generation(),
-                generation = next.generation(),
-                applied = report.replayed.applied + report.caught_up.applied,
-                deleted_keys = report.deleted_keys,
-                "analytics read model rebuilt"
-            );
-            Ok(report)
-        }
-        Err(e) => {
-            // Leave nothing half-built behind (the pointer still names `previous`).
-            if generation::peek(redis).await.ok().flatten() != Some(next)
-                && let Err(del) = delete_generation(redis, next).await
-            {
-                tracing::warn!(error = %del, "half-built generation not deleted");
-            }
-            Err(e)
-        }
-    }
+    let mut report = fill_and_swap(
+        js,
+        redis,
+        &processor,
+        previous,
+        next,
+        &lease.value,
+        progress,
+    )
+    .await?;
+    report.deleted_keys = sweep(redis, next).await?;
+    progress(&Progress::Deleted {
+        keys: report.deleted_keys,
+    });
+    tracing::info!(
+        previous = report.previous,
+        generation = next.generation(),
+        applied = report.replayed.applied + report.caught_up.applied,
+        deleted_keys = report.deleted_keys,
+        "analytics read model rebuilt"
+    );
+    Ok(report)
 }
 
 async fn fill_and_swap(
     js: &jetstream::Context,
     redis: &ConnectionManager,
     processor: &RedisProcessor<AnalyticsHandler>,
-    previous: Keyspace,
+    previous: Option<Keyspace>,
     next: Keyspace,
+    lease: &str,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RebuildReport, RebuildError> {
+    let previous_number = previous.map_or(0, |k| k.generation());
     // Last sequence applied so far per stream.
     let mut reached: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut targets = Vec::new();
@@ -245,12 +280,12 @@ async fn fill_and_swap(
         reached.insert(spec.name, 0);
     }
     progress(&Progress::Started {
-        previous: previous.generation(),
+        previous: previous_number,
         generation: next.generation(),
         targets: targets.clone(),
     });
     let mut report = RebuildReport {
-        previous: previous.generation(),
+        previous: previous_number,
         generation: next.generation(),
         replayed: Counts::default(),
         caught_up: Counts::default(),
@@ -270,11 +305,13 @@ async fn fill_and_swap(
             break;
         }
     }
-    if !generation::swap(redis, previous, next).await? {
-        return Err(RebuildError::Raced);
+    match generation::swap(redis, previous, next, lease).await? {
+        Swap::Swapped => {}
+        Swap::Moved => return Err(RebuildError::Raced),
+        Swap::LeaseLost => return Err(RebuildError::LeaseLost),
     }
     progress(&Progress::Swapped {
-        previous: previous.generation(),
+        previous: previous_number,
         generation: next.generation(),
     });
     report.caught_up += catch_up(js, processor, &mut reached, Phase::AfterSwap, progress).await?;
@@ -473,49 +510,85 @@ async fn apply(
     }
 }
 
-/// The rebuild lock: a random token under SET NX EX, released only by its holder.
-struct Lock {
-    token: String,
+/// The rebuild lock as a lease: `<generation> <random token>` under SET NX PX, renewed while
+/// the rebuild runs, released only by its holder.
+struct Lease {
+    value: String,
 }
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
 
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
 
-impl Lock {
-    async fn acquire(redis: &ConnectionManager, ttl: Duration) -> Result<Self, RebuildError> {
-        let token = uuid::Uuid::now_v7().to_string();
+fn millis(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+impl Lease {
+    async fn acquire(
+        redis: &ConnectionManager,
+        generation: Keyspace,
+        ttl: Duration,
+    ) -> Result<Self, RebuildError> {
+        let value = generation::lease_value(generation, &uuid::Uuid::now_v7().simple().to_string());
         let mut conn = redis.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(keys::REBUILD_LOCK)
-            .arg(&token)
+            .arg(&value)
             .arg("NX")
-            .arg("EX")
-            .arg(ttl.as_secs().max(1))
+            .arg("PX")
+            .arg(millis(ttl))
             .query_async(&mut conn)
             .await?;
         match set {
-            Some(_) => Ok(Self { token }),
+            Some(_) => Ok(Self { value }),
             None => Err(RebuildError::Busy),
         }
     }
 
-    async fn release(self, redis: &ConnectionManager) -> redis::RedisResult<()> {
+    /// Renews the lease every third of `ttl`; returns only when it is lost (a flush deleted it,
+    /// or it expired while Redis could not be reached and someone else took it).
+    async fn keep(&self, redis: &ConnectionManager, ttl: Duration) -> RebuildError {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            let mut conn = redis.clone();
+            let renewed: Result<i64, _> = redis::Script::new(RENEW)
+                .key(keys::REBUILD_LOCK)
+                .arg(&self.value)
+                .arg(millis(ttl))
+                .invoke_async(&mut conn)
+                .await;
+            match renewed {
+                Ok(1) => {}
+                Ok(_) => return RebuildError::LeaseLost,
+                // The swap checks the lease itself; keep trying.
+                Err(e) => tracing::warn!(error = %e, "rebuild lease not renewed"),
+            }
+        }
+    }
+
+    async fn release(&self, redis: &ConnectionManager) -> redis::RedisResult<()> {
         let mut conn = redis.clone();
         let _: i64 = redis::Script::new(RELEASE)
             .key(keys::REBUILD_LOCK)
-            .arg(&self.token)
+            .arg(&self.value)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
 }
 
-/// Deletes the keys of every generation but `keep`; returns how many.
+/// Deletes the keys of every generation older than `keep`; returns how many. Newer ones are
+/// left alone: they belong to a rebuild that started after a flush (numbers only grow).
 pub async fn sweep(redis: &ConnectionManager, keep: Keyspace) -> redis::RedisResult<u64> {
     delete_matching(redis, keys::ALL_GENERATIONS, |key| {
-        keys::generation_of(key).is_some_and(|g| g != keep.generation())
+        keys::generation_of(key).is_some_and(|g| g < keep.generation())
     })
     .await
 }

@@ -12,7 +12,6 @@ use common::{
 };
 use jetmart_analytics::rebuild::{self, Progress, RebuildError, RebuildOptions};
 use jetmart_proto::analytics::v1::GetDashboardRequest;
-use jetmart_proto::order::v1::OrderPlaced;
 use jetmart_testkit::wait_until;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -146,14 +145,7 @@ async fn rebuild_reproduces_the_totals_and_counting_goes_on() {
     // Rebuild while new orders keep arriving: none is lost or counted twice across the swap.
     const MORE: i64 = 150;
     let publisher = async {
-        for i in 0..MORE {
-            let id = format!("late-{i}");
-            let e = OrderPlaced {
-                order_id: id.clone(),
-                ..Default::default()
-            };
-            s.publish("order", &id, &e, t0).await;
-        }
+        common::publish_placed(&s, MORE, t0).await;
     };
     let mut seen = Vec::new();
     let options = RebuildOptions::default();
@@ -211,11 +203,7 @@ async fn rebuild_reproduces_the_totals_and_counting_goes_on() {
     assert!(old.is_empty(), "{old:?}");
 
     // The live consumers keep counting into the new generation.
-    let e = OrderPlaced {
-        order_id: "after-swap".into(),
-        ..Default::default()
-    };
-    s.publish("order", "after-swap", &e, t0).await;
+    common::publish_placed(&s, 1, t0).await;
     s.wait_revision(SCENARIO_EVENTS + MORE + 1).await;
     assert_eq!(s.dashboard().await.orders.unwrap().placed, 7 + MORE + 1);
 
@@ -458,11 +446,7 @@ async fn api_json_equals_get_dashboard_and_events_stream_updates() {
     let first = next_dashboard().await;
     assert_eq!(first["revision"], SCENARIO_EVENTS);
     assert_json_matches(&first, &d);
-    let e = OrderPlaced {
-        order_id: "streamed".into(),
-        ..Default::default()
-    };
-    s.publish("order", "streamed", &e, t0).await;
+    common::publish_placed(&s, 1, t0).await;
     let mut update = next_dashboard().await;
     while update["revision"] != SCENARIO_EVENTS + 1 {
         update = next_dashboard().await;

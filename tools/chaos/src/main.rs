@@ -38,9 +38,15 @@ struct Args {
     postgres_crashes: usize,
     #[arg(long, default_value_t = 1)]
     redis_flushes: usize,
-    /// Poison messages injected (each is dead-lettered by every consumer of order.placed).
+    /// Poison messages injected at the start, on order.placed: alternately undecodable bytes
+    /// and an order.placed the order service would refuse (order id `not-a-uuid`, quantity -5,
+    /// currency ZZZ). Each is dead-lettered by every consumer of order.placed, counted nowhere.
     #[arg(long, default_value_t = 3)]
     poison: usize,
+    /// After each Redis flush, flush again as soon as analytics is rebuilding its read model,
+    /// so a flush lands in the middle of the recovery's replay.
+    #[arg(long)]
+    flush_mid_rebuild: bool,
     /// Milliseconds between faults.
     #[arg(long, default_value_t = 700)]
     every_ms: u64,
@@ -161,15 +167,27 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let schedule = plan(args, procs.len()).schedule()?;
     eprintln!(
-        "{} processes up; {} faults scheduled every {} ms",
+        "{} processes up; {} faults scheduled every {} ms; {} poison messages at the start{}",
         procs.len(),
         schedule.len(),
-        args.every_ms
+        args.every_ms,
+        args.poison,
+        if args.flush_mid_rebuild {
+            "; every Redis flush repeated while analytics rebuilds"
+        } else {
+            ""
+        }
     );
 
     let client = jetmart_check::connect_nats(&infra.nats.url()).await?;
     let js = async_nats::jetstream::new(client);
     inject_poison(&js, args.poison).await?;
+    eprintln!(
+        "   0.0s inject {} poison messages on order.placed ({} undecodable, {} refused orders)",
+        args.poison,
+        args.poison.div_ceil(2),
+        args.poison / 2
+    );
 
     let outcomes = args.dir.join("outcomes.jsonl");
     let load = jetmart_loadgen::Options {
@@ -236,6 +254,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             Fault::FlushRedis => {
                 eprintln!("{:>6.1}s flush redis", started.elapsed().as_secs_f64());
                 infra.redis.flushall().await.context("flushing Redis")?;
+                if args.flush_mid_rebuild {
+                    flush_mid_rebuild(&infra.redis, started).await?;
+                }
             }
         }
     }
@@ -293,14 +314,20 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         println!("VIOLATION {v}");
     }
     let kills_text: Vec<String> = kills.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    let analytics_text = match report.analytics_converged_after {
+        Some(d) => format!(" analytics_converged_after_drain={:.1}s", d.as_secs_f64()),
+        None => String::new(),
+    };
     println!(
-        "chaos: calls={} ok={} failed={} kills={} {} drained_after_last_fault={:.1}s",
+        "chaos: calls={} ok={} failed={} kills={} poison={} {} drained_after_last_fault={:.1}s{}",
         summary.records.len(),
         summary.count("ok"),
         summary.count("error") + summary.count("timeout"),
         kills_text.join(","),
+        args.poison,
         report.figure_line(),
-        drained_after.as_secs_f64()
+        drained_after.as_secs_f64(),
+        analytics_text
     );
     for p in procs.iter_mut().rev() {
         p.stop(Duration::from_secs(15)).await;
@@ -308,19 +335,91 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     Ok(report.ok())
 }
 
-/// Garbage on a subscribed subject, marked so the checker counts its dead letters as explained.
+/// The analytics rebuild lease (`jetmart_analytics::keys::REBUILD_LOCK`; a test keeps them
+/// equal): present while analytics rebuilds its read model.
+const ANALYTICS_REBUILD_LEASE: &str = "analytics:v1:rebuild-lock";
+
+/// Waits (up to 20 s) until analytics holds its rebuild lease after a flush, then flushes again.
+async fn flush_mid_rebuild(
+    redis: &jetmart_testkit::RedisServer,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut conn = redis.connection().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let rebuilding: bool = redis::cmd("EXISTS")
+            .arg(ANALYTICS_REBUILD_LEASE)
+            .query_async(&mut conn)
+            .await?;
+        if rebuilding {
+            eprintln!(
+                "{:>6.1}s flush redis again (analytics rebuilding)",
+                started.elapsed().as_secs_f64()
+            );
+            return redis.flushall().await.context("flushing Redis");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{:>6.1}s analytics did not start rebuilding within 20 s; no second flush",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Poison on a subscribed subject, marked so the checker counts its dead letters as explained:
+/// even ones are not an event at all, odd ones an order.placed the order service would refuse.
 async fn inject_poison(js: &async_nats::jetstream::Context, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
-        let mut headers = async_nats::HeaderMap::new();
+        let (subject, mut headers, payload) = if i % 2 == 0 {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("poison-{i}").as_str());
+            (
+                format!("order.placed.poison-{i}"),
+                headers,
+                "not an event".into(),
+            )
+        } else {
+            let e = refused_order();
+            (e.subject.clone(), e.nats_headers(), e.payload.clone())
+        };
         headers.insert(jetmart_check::POISON_HEADER, "injected");
-        headers.insert("Nats-Msg-Id", format!("poison-{i}").as_str());
-        js.publish_with_headers(
-            format!("order.placed.poison-{i}"),
-            headers,
-            "not an event".into(),
-        )
-        .await?
-        .await?;
+        js.publish_with_headers(subject, headers, payload)
+            .await?
+            .await?;
     }
     Ok(())
+}
+
+/// An order.placed in proper envelope that no order service would ever publish.
+fn refused_order() -> jetmart_runtime::OutgoingEvent {
+    use jetmart_proto::common::v1::{Money, OrderLine};
+    let zzz = Money {
+        amount_minor: 100,
+        currency: "ZZZ".into(),
+    };
+    let placed = jetmart_proto::order::v1::OrderPlaced {
+        order_id: "not-a-uuid".into(),
+        customer_id: "chaos-poison".into(),
+        customer_email: "poison@example.test".into(),
+        lines: vec![OrderLine {
+            sku: "SKU-POISON".into(),
+            quantity: -5,
+            unit_price: Some(zzz.clone()),
+        }],
+        total: Some(zzz),
+        ..Default::default()
+    };
+    jetmart_runtime::OutgoingEvent::new("chaos", "not-a-uuid", &placed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lease_key_is_the_one_analytics_uses() {
+        assert_eq!(
+            super::ANALYTICS_REBUILD_LEASE,
+            jetmart_analytics::keys::REBUILD_LOCK
+        );
+    }
 }

@@ -480,3 +480,43 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, body.to_owned())
 }
+
+/// An order.placed the order service could have published: a UUID order id, one line, a total
+/// in a supported currency.
+pub fn order_placed() -> (String, OrderPlaced) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let e = OrderPlaced {
+        order_id: id.clone(),
+        customer_id: "c-late".into(),
+        customer_email: "late@example.test".into(),
+        lines: vec![line("SKU-B", 1, eur(999))],
+        total: eur(999),
+        ..Default::default()
+    };
+    (id, e)
+}
+
+/// Publishes `n` more placed orders at `at`.
+pub async fn publish_placed(s: &Running, n: i64, at: DateTime<Utc>) {
+    for _ in 0..n {
+        let (id, e) = order_placed();
+        s.publish("order", &id, &e, at).await;
+    }
+}
+
+/// `before` (a [`content`]) plus `n` more orders placed in the minute of `at`.
+pub fn with_more_placed(before: &pb::Dashboard, n: i64, at: DateTime<Utc>) -> pb::Dashboard {
+    let mut d = before.clone();
+    d.revision += n;
+    let o = d.orders.as_mut().unwrap();
+    o.placed += n;
+    o.pending += n;
+    d.funnel.as_mut().unwrap().placed += n;
+    let start = at.timestamp() - at.timestamp().rem_euclid(60);
+    d.series
+        .iter_mut()
+        .find(|m| m.start.as_ref().unwrap().seconds == start)
+        .unwrap()
+        .placed += n;
+    d
+}
