@@ -103,13 +103,28 @@ build_standin() {
 
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
-rootfs base "ca-certificates,tzdata,netbase"
-rootfs infra "ca-certificates,tzdata,netbase,postgresql-15,redis-server,python3-aiosmtpd"
+base_pkgs="ca-certificates,tzdata,netbase"
+infra_pkgs="$base_pkgs,postgresql-15,redis-server,python3-aiosmtpd"
+# An image's stamp is a hash of this script and its package list: when the images carry it, the
+# debootstrap trees are not needed at all (a fresh clone on a machine that has the images skips
+# debootstrap). --refresh rebuilds everything from a new debootstrap.
+script_hash=$(hash_of "${BASH_SOURCE[0]}")
+base_stamp="$script_hash-$(echo "$suite $base_pkgs" | sha256sum | cut -c1-16)"
+infra_stamp="$script_hash-$(echo "$suite $infra_pkgs" | sha256sum | cut -c1-16)"
+if ((refresh)); then base_stamp="$base_stamp-$(date +%s)"; infra_stamp="$infra_stamp-$(date +%s)"; fi
+
 base="$cache/rootfs-base"
+infra="$cache/rootfs-infra"
+if [[ "$(image_stamp jetmart-offline/build:bookworm)" != "$base_stamp" \
+  || "$(image_stamp jetmart-offline/runtime:bookworm)" != "$base_stamp" ]]; then
+  rootfs base "$base_pkgs"
+fi
+if [[ "$(image_stamp jetmart-offline/infra:bookworm)" != "$infra_stamp" ]]; then
+  rootfs infra "$infra_pkgs"
+fi
 
 # ------------------------------------------------------------------------------------ build base
-script_hash=$(hash_of "${BASH_SOURCE[0]}")
-import_tree jetmart-offline/build:bookworm "$base" "$script_hash-$(hash_of "$base/.jetmart-stamp")" \
+import_tree jetmart-offline/build:bookworm "$base" "$base_stamp" \
   'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["/bin/bash"]'
 
 # ------------------------------------------------------------------------------- runtime (no shell)
@@ -117,6 +132,9 @@ import_tree jetmart-offline/build:bookworm "$base" "$script_hash-$(hash_of "$bas
 # (binaries and shared objects only), the CA bundle, tzdata, netbase's /etc files, and users
 # root, nobody and nonroot (65532). No shell, no coreutils, no apt/dpkg.
 runtime="$cache/runtime"
+if [[ "$(image_stamp jetmart-offline/runtime:bookworm)" == "$base_stamp" ]]; then
+  say "jetmart-offline/runtime:bookworm: up to date"
+else
 rm -rf "$runtime"
 mkdir -p "$runtime/usr"
 # Merged /usr first (Debian 12: /lib, /lib64, /bin, /sbin are symlinks into /usr), so that the
@@ -159,14 +177,13 @@ chown 65532:65532 "$runtime/home/nonroot"
 [[ ! -e "$runtime/usr/bin/sh" && ! -e "$runtime/usr/bin/bash" ]] || die "the runtime tree has a shell"
 [[ -e "$runtime/lib64/ld-linux-x86-64.so.2" && -e "$runtime/lib/x86_64-linux-gnu/libc.so.6" ]] \
   || die "the runtime tree lacks the dynamic loader or libc"
-# Stamp from the content list (names, sizes) so an unchanged base re-imports nothing.
-runtime_stamp="$script_hash-$(cd "$runtime" && find . -printf '%p %s %m %U\n' | sort | sha256sum | cut -c1-16)"
-import_tree jetmart-offline/runtime:bookworm "$runtime" "$runtime_stamp" \
+import_tree jetmart-offline/runtime:bookworm "$runtime" "$base_stamp" \
   'ENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
   'USER 65532:65532' 'WORKDIR /home/nonroot'
+fi
 
 # ------------------------------------------------------------------------------------- stand-ins
-infra="$cache/rootfs-infra"
+if [[ "$(image_stamp jetmart-offline/infra:bookworm)" != "$infra_stamp" ]]; then
 # Debian's postgresql postinst created a cluster in the tree: the stand-in runs initdb itself.
 rm -rf "$infra/var/lib/postgresql/15" "$infra/etc/postgresql/15"
 # The chart runs every infra pod as 65532; initdb refuses a uid without a passwd entry (the
@@ -175,7 +192,8 @@ grep -q '^nonroot:' "$infra/etc/passwd" || echo 'nonroot:x:65532:65532:nonroot:/
 grep -q '^nonroot:' "$infra/etc/group" || echo 'nonroot:x:65532:' >>"$infra/etc/group"
 mkdir -p "$infra/home/nonroot"
 chown 65532:65532 "$infra/home/nonroot"
-import_tree jetmart-offline/infra:bookworm "$infra" "$script_hash-$(hash_of "$infra/.jetmart-stamp")" \
+fi
+import_tree jetmart-offline/infra:bookworm "$infra" "$infra_stamp" \
   'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 ctx=$(mktemp -d)
