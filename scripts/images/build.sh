@@ -8,19 +8,23 @@
 # base, and after it that every binary starts in the image as the chart runs it (uid 65532,
 # read-only root filesystem, all capabilities dropped). Prints the image size and build time.
 #
-# Usage: scripts/images/build.sh [--tag jetmart:dev] [--no-cargo]
-#   --no-cargo   use target/release as it is (fails when a binary is missing)
+# Usage: scripts/images/build.sh [--tag jetmart:dev] [--no-cargo] [--debug]
+#   --no-cargo   use the binaries in target/ as they are (fails when one is missing)
+#   --debug      the debug binaries (cargo build --workspace --bins --locked): a faster loop,
+#                not what CI ships
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 tag=jetmart:dev
 cargo_build=1
+profile=release
 while (($#)); do
   case "$1" in
     --tag) tag="$2"; shift 2 ;;
     --no-cargo) cargo_build=0; shift ;;
-    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --debug) profile=debug; shift ;;
+    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "build-image: unknown argument $1" >&2; exit 64 ;;
   esac
 done
@@ -37,26 +41,28 @@ done
 mapfile -t bins < <(sed -n '/bins="/,/";/p' Dockerfile | tr -d '\\";' | sed 's/bins=//' | tr ' ' '\n' | grep -E '^jetmart' | sort -u)
 ((${#bins[@]} > 0)) || die "no binary list found in the Dockerfile"
 
+cargo_args=(build --workspace --bins --locked)
+[[ "$profile" == release ]] && cargo_args+=(--release)
 if ((cargo_build)); then
-  say "cargo build --release --workspace --bins --locked"
+  say "cargo ${cargo_args[*]}"
   t0=$SECONDS
-  cargo build --release --workspace --bins --locked
-  say "release build: $((SECONDS - t0))s"
+  cargo "${cargo_args[@]}"
+  say "$profile build: $((SECONDS - t0))s"
 fi
 
 out=.docker/bin
 rm -rf "$out"
 mkdir -p "$out"
 for b in "${bins[@]}"; do
-  [[ -x "target/release/$b" ]] || die "target/release/$b missing (cargo build --release --workspace --bins --locked)"
-  strip -o "$out/$b" "target/release/$b"
+  [[ -x "target/$profile/$b" ]] || die "target/$profile/$b missing (cargo ${cargo_args[*]})"
+  strip -o "$out/$b" "target/$profile/$b"
 done
-say "${#bins[@]} binaries stripped into $out: $(du -sh "$out" | cut -f1)"
+say "${#bins[@]} $profile binaries stripped into $out: $(du -sh "$out" | cut -f1)"
 
 # Every library ldd resolves must be in the runtime base (distroless-like, no shell).
 files=$(mktemp)
 trap 'rm -f "$files"; [[ -n "${probe:-}" ]] && docker rm -f "$probe" >/dev/null 2>&1 || true' EXIT
-probe=$(docker create "$runtime_image")
+probe=$(docker create "$runtime_image" /none)
 docker export "$probe" | tar -t | sed 's#^\./##; s#^#/#' >"$files"
 missing=0
 for b in "${bins[@]}"; do
