@@ -6,7 +6,7 @@
 //! - [`adjust`]: AdjustStock (also used by `seed-demo`).
 //! - [`cache`]: the Redis availability cache.
 //! - [`grpc`]: `InventoryService`; [`error`]: its status mapping.
-//! - [`catalog`]: the demo catalog shared with the load generator and the local stack.
+//! - [`catalog`]: the demo catalog (`jetmart-demo-catalog`) as seed-demo records it.
 
 use std::sync::LazyLock;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use jetmart_inventory::catalog::DEMO_CATALOG;
+use jetmart_demo_catalog::DEMO_CATALOG;
 use jetmart_loadgen::Options;
 use jetmart_proto::inventory::v1::AdjustStockRequest;
 use jetmart_proto::inventory::v1::inventory_service_client::InventoryServiceClient;

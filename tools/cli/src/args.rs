@@ -272,7 +272,8 @@ pub enum RebuildTarget {
     /// Rebuild the order read model from the order event store (Postgres).
     #[command(
         long_about = "Rebuild the order read model: build order_view_next from order_events while the live \
-view keeps serving, catch up under a short lock and swap it in (as `jetmart-order rebuild-projection`).",
+view keeps serving, catch up under a short lock and swap it in. Runs the order service's `jetmart-order \
+rebuild-projection` (found beside jetmartctl, as in the image, or on PATH).",
         after_help = "Examples:\n  jetmartctl rebuild order --database-url postgres://order:pw@localhost:5432/order"
     )]
     Order {

@@ -1,43 +1,59 @@
 //! `rebuild order` and `rebuild analytics`: the services' own rebuilds, with progress.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream;
 use indicatif::{MultiProgress, ProgressBar};
 use jetmart_analytics::rebuild::{Phase, Progress, RebuildOptions};
-use sqlx::postgres::PgPoolOptions;
 
 use crate::out;
 
-/// `rebuild order`
+/// `rebuild order`: runs the order service's own `jetmart-order rebuild-projection` against
+/// `database_url` (the binary beside this one, as in the image, else on PATH) and passes its
+/// output through.
 pub async fn order(database_url: &str) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
-        .await
-        .context("connecting to the order database")?;
-    let orders: i64 = sqlx::query_scalar("SELECT count(DISTINCT order_id) FROM order_events")
-        .fetch_one(&pool)
-        .await
-        .context("reading the order event store (is this the order service's database?)")?;
-    // projection::rebuild reports nothing until it is done, so a spinner it is.
-    let spinner = out::spinner(format!(
-        "rebuilding the order read model from {orders} orders' events"
-    ));
+    let binary = sibling_binary("jetmart-order");
+    let spinner = out::spinner("rebuilding the order read model from the order event store");
     let started = Instant::now();
-    let result = jetmart_order::projection::rebuild(&pool).await;
+    let run = tokio::process::Command::new(&binary)
+        .arg("rebuild-projection")
+        .env("DATABASE_URL", database_url)
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output()
+        .await;
     spinner.finish_and_clear();
-    let done = result.context("rebuilding the order read model")?;
+    let output = run.with_context(|| format!("running {}", binary.display()))?;
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        anyhow::bail!(
+            "{} rebuild-projection failed ({})",
+            binary.display(),
+            output.status
+        );
+    }
+    let report = String::from_utf8_lossy(&output.stdout);
     println!(
-        "order read model rebuilt: {} orders ({} caught up during the swap) in {:.1}s",
-        done.orders,
-        done.caught_up,
+        "{} in {:.1}s",
+        report.trim_end(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `name` beside the running executable when it is there (one image holds every binary; cargo
+/// builds them into one directory), else `name` for a PATH lookup.
+fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// `rebuild analytics`

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use jetmart_inventory::catalog::{DEMO_CATALOG, DEMO_CURRENCY};
+use jetmart_demo_catalog::{DEMO_CATALOG, DEMO_CURRENCY};
 use jetmart_proto::common::v1::{Money, OrderLine};
 use jetmart_proto::order::v1::PlaceOrderRequest;
 use jetmart_proto::order::v1::order_service_client::OrderServiceClient;
