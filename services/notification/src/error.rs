@@ -6,12 +6,7 @@ use tonic::Status;
 use crate::mailer::MailerError;
 use crate::store::StoreError;
 
-/// One bad field of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
+pub use jetmart_kit::error::FieldViolation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,11 +19,7 @@ pub enum ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(violations) => jetmart_kit::grpc::invalid_argument(
-                violations
-                    .iter()
-                    .map(|v| (v.field.to_string(), v.description.clone())),
-            ),
+            ApiError::Invalid(violations) => jetmart_kit::error::invalid_argument(violations),
             ApiError::Store(StoreError::Database(e)) => {
                 tracing::error!(error = %e, "notification store failure");
                 Status::unavailable("notification store unavailable")

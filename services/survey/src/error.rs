@@ -7,21 +7,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::domain::TokenError;
 use crate::store::StoreError;
 
-/// One bad input field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: &'static str,
-    pub description: String,
-}
-
-impl FieldViolation {
-    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            field,
-            description: description.into(),
-        }
-    }
-}
+pub use jetmart_kit::error::FieldViolation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,11 +31,7 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Invalid(violations) => jetmart_kit::grpc::invalid_argument(
-                violations
-                    .iter()
-                    .map(|v| (v.field.to_string(), v.description.clone())),
-            ),
+            ApiError::Invalid(violations) => jetmart_kit::error::invalid_argument(violations),
             // A malformed token is just one that was never issued.
             ApiError::Token(TokenError::Malformed | TokenError::Unknown) => {
                 Status::not_found(TokenError::Unknown.to_string())

@@ -340,7 +340,7 @@ fn form_page(view: &FormView<'_>) -> String {
 
 /// A violation as a sentence for people.
 fn message(v: &FieldViolation) -> String {
-    let field = match v.field {
+    let field = match v.field.as_str() {
         "score" => "The score",
         "comment" => "The comment",
         other => other,
