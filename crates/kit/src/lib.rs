@@ -9,6 +9,7 @@ pub mod consumes;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod html;
 pub mod nats;
 pub mod ops;
 pub mod retry;

@@ -3,7 +3,7 @@
 //!
 //! Plain server-rendered HTML: no JavaScript, no external assets, labelled controls, a fieldset
 //! with a legend for the 0-10 radio scale, an error summary linking to the fields. Everything
-//! echoed back (the comment above all) goes through [`escape`]. The token sits in the URL, so
+//! echoed back (the comment above all) goes through [`escape`](jetmart_kit::html::escape). The token sits in the URL, so
 //! pages are not cached and send no referrer; the token is never logged.
 //!
 //! Status codes: 200 form or thank-you page; 400 the form again with the errors; 404 unknown
@@ -16,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, Form, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use jetmart_kit::html::escape;
 use serde::Deserialize;
 
 use crate::domain::TokenError;
@@ -175,22 +176,6 @@ fn page(status: StatusCode, html: String) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn layout(title: &str, body: &str) -> String {
@@ -369,15 +354,6 @@ fn thank_you_page(record: &SurveyRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            escape(r#"<script>alert("x") & 'y'</script>"#),
-            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
-        );
-        assert_eq!(escape("plain text ü"), "plain text ü");
-    }
 
     #[test]
     fn the_form_is_accessible_and_echoes_escaped() {

@@ -24,6 +24,7 @@ use futures::StreamExt;
 use sqlx::{PgPool, Row};
 
 pub mod nats;
+pub mod tables;
 
 /// Header an injector puts on poison messages so they count as explained dead letters.
 pub const POISON_HEADER: &str = "jetmart-poison";
@@ -166,7 +167,7 @@ pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
         dbs.push(connect(url, "service").await?);
     }
     for db in &dbs {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jetmart_outbox WHERE duplicate")
+        let n: i64 = sqlx::query_scalar(tables::DEDUPLICATED_PUBLISHES)
             .fetch_one(db)
             .await
             .context("counting deduplicated publishes")?;
@@ -177,13 +178,10 @@ pub async fn check(sources: &Sources) -> anyhow::Result<Report> {
 
 /// Each order's status by its event store (the source of truth).
 async fn order_statuses(db: &PgPool) -> anyhow::Result<HashMap<String, Status>> {
-    let rows = sqlx::query(
-        "SELECT order_id::text AS id, bool_or(kind = 'confirmed') AS confirmed, bool_or(kind = 'cancelled') AS cancelled
-         FROM order_events GROUP BY order_id",
-    )
-    .fetch_all(db)
-    .await
-    .context("reading the order event store")?;
+    let rows = sqlx::query(tables::ORDER_STATUSES)
+        .fetch_all(db)
+        .await
+        .context("reading the order event store")?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -250,7 +248,7 @@ async fn check_payments(
     db: &PgPool,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let rows = sqlx::query("SELECT order_id::text AS id, status FROM payments")
+    let rows = sqlx::query(tables::PAYMENTS)
         .fetch_all(db)
         .await
         .context("reading payments")?;
@@ -286,19 +284,10 @@ async fn check_stock(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     // Stock arrives only through adjustments (the demo seed is one), so "initial" is zero.
-    let rows = sqlx::query(
-        "SELECT s.sku, s.available, s.reserved, s.sold,
-                COALESCE(sum(l.available_delta) FILTER (WHERE l.kind = 'adjust'), 0)::bigint AS adjusted,
-                COALESCE(sum(l.available_delta), 0)::bigint AS ledger_available,
-                COALESCE(sum(l.reserved_delta), 0)::bigint AS ledger_reserved,
-                COALESCE(sum(l.sold_delta), 0)::bigint AS ledger_sold,
-                COALESCE(min(LEAST(l.available_after, l.reserved_after, l.sold_after)), 0)::bigint AS lowest
-         FROM inventory_stock s LEFT JOIN inventory_ledger l ON l.sku = s.sku
-         GROUP BY s.sku, s.available, s.reserved, s.sold ORDER BY s.sku",
-    )
-    .fetch_all(db)
-    .await
-    .context("reading stock and ledger")?;
+    let rows = sqlx::query(tables::STOCK_AND_LEDGER)
+        .fetch_all(db)
+        .await
+        .context("reading stock and ledger")?;
     for r in rows {
         let sku: String = r.get("sku");
         let (available, reserved, sold): (i64, i64, i64) =
@@ -326,12 +315,10 @@ async fn check_stock(
             report.violate(format!("SKU {sku}: stock went negative"));
         }
     }
-    let open = sqlx::query(
-        "SELECT DISTINCT order_id FROM inventory_reservations WHERE status = 'reserved'",
-    )
-    .fetch_all(db)
-    .await
-    .context("reading reservations")?;
+    let open = sqlx::query(tables::OPEN_RESERVATIONS)
+        .fetch_all(db)
+        .await
+        .context("reading reservations")?;
     for r in open {
         let id: String = r.get("order_id");
         if matches!(orders.get(&id), Some(Status::Confirmed | Status::Cancelled)) {
@@ -340,12 +327,10 @@ async fn check_stock(
             ));
         }
     }
-    let committed = sqlx::query(
-        "SELECT DISTINCT order_id FROM inventory_reservations WHERE status = 'committed'",
-    )
-    .fetch_all(db)
-    .await
-    .context("reading reservations")?;
+    let committed = sqlx::query(tables::COMMITTED_RESERVATIONS)
+        .fetch_all(db)
+        .await
+        .context("reading reservations")?;
     for r in committed {
         let id: String = r.get("order_id");
         if orders.get(&id) != Some(&Status::Confirmed) {
@@ -513,10 +498,9 @@ pub async fn is_drained(
     js: &async_nats::jetstream::Context,
 ) -> anyhow::Result<bool> {
     for db in dbs {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM jetmart_outbox WHERE published_at IS NULL")
-                .fetch_one(db)
-                .await?;
+        let left: i64 = sqlx::query_scalar(tables::UNPUBLISHED)
+            .fetch_one(db)
+            .await?;
         if left > 0 {
             return Ok(false);
         }
@@ -543,7 +527,7 @@ pub async fn is_drained(
 
 /// Survey ids of every invitation.
 async fn invitations(db: &PgPool) -> anyhow::Result<HashSet<String>> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT survey_id::text FROM survey_invitations")
+    let ids: Vec<String> = sqlx::query_scalar(tables::SURVEY_INVITATIONS)
         .fetch_all(db)
         .await
         .context("reading survey invitations")?;

@@ -108,22 +108,6 @@ pub fn render(template: &str, ctx: &Context, escape: Escape) -> Result<String, R
     Ok(out)
 }
 
-/// Escapes `s` for HTML element content and quoted attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn tokenize(src: &str) -> Result<Vec<Tok<'_>>, RenderError> {
     let mut toks = Vec::new();
     let mut pos = 0;
@@ -230,7 +214,7 @@ fn render_nodes(
             Node::Text(t) => out.push_str(t),
             Node::Var(name) => match lookup(scopes, name)? {
                 Value::Text(s) => match escape {
-                    Escape::Html => out.push_str(&escape_html(s)),
+                    Escape::Html => out.push_str(&jetmart_kit::html::escape(s)),
                     Escape::Plain => out.push_str(s),
                 },
                 Value::List(_) => return Err(RenderError::NotText((*name).to_owned())),
