@@ -4,6 +4,7 @@
 //! A service's `main` parses its config with [`config::parse_or_exit`], calls
 //! [`telemetry::init`], and hands [`shutdown::on_signal`]'s token to its library `run`.
 
+pub mod command;
 pub mod config;
 pub mod consumes;
 pub mod db;

@@ -15,13 +15,9 @@ async fn main() -> ExitCode {
         Command::RebuildProjection => app::rebuild_projection(&config)
             .await
             .map_err(|e| e.to_string()),
-        Command::Serve => match app::build(config).await {
-            Ok(app) => app
-                .run(jetmart_kit::shutdown::on_signal())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
+        Command::Serve => {
+            jetmart_kit::command::serve(app::build(config).await, app::App::run).await
+        }
     };
     jetmart_kit::exit_code(result)
 }

@@ -12,13 +12,9 @@ async fn main() -> ExitCode {
     let _telemetry = jetmart_kit::telemetry::init(jetmart_survey::NAME, config.common.log_format);
     let result = match config.command.unwrap_or(Command::Serve) {
         Command::Migrate => app::migrate(&config).await.map_err(|e| e.to_string()),
-        Command::Serve => match app::build(config).await {
-            Ok(app) => app
-                .run(jetmart_kit::shutdown::on_signal())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
+        Command::Serve => {
+            jetmart_kit::command::serve(app::build(config).await, app::App::run).await
+        }
     };
     jetmart_kit::exit_code(result)
 }
