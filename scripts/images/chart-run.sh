@@ -5,8 +5,10 @@
 # one network where every Service name resolves, and finally the `helm test` pod (jetmart-podrun,
 # tools/podrun). Any value the chart gets wrong fails this script.
 #
-#   scripts/images/chart-run.sh [--no-build] [-- jetmart-podrun args...]
-#     --no-build   reuse the images and target/release as they are
+#   scripts/images/chart-run.sh [--no-build] [--debug] [-- jetmart-podrun args...]
+#     --no-build   reuse the images as they are
+#     --debug      the image from the debug binaries (what .ci/run uses: its chaos step has
+#                  already built them; a release build of the workspace adds ~20 min on 2 cores)
 #
 # Needs Docker (no registry access), root for debootstrap on the first run, and the k8s tools
 # (scripts/bootstrap.sh --k8s: helm). Prints the time of each stage.
@@ -15,12 +17,14 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 build=1
+build_args=()
 podrun_args=()
 while (($#)); do
   case "$1" in
     --no-build) build=0; shift ;;
+    --debug) build_args+=(--debug); shift ;;
     --) shift; podrun_args=("$@"); break ;;
-    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "chart-run: unknown argument $1" >&2; exit 64 ;;
   esac
 done
@@ -32,8 +36,8 @@ helm="$root/.tools/bin/helm"
 if ((build)); then
   stage "offline base and stand-in images"
   scripts/images/offline-bases.sh
-  stage "jetmart image from the release binaries"
-  scripts/images/build.sh
+  stage "jetmart image from the ${build_args[*]:+debug }binaries"
+  scripts/images/build.sh "${build_args[@]}"
 fi
 
 stage "jetmart-podrun"
